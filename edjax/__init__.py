@@ -1,0 +1,15 @@
+"""edjax: warm-started encoder-decoder models in JAX (the public API)."""
+
+from edjax.configs import (BertConfig, EncoderDecoderConfig, GPT2Config, RobertaConfig,
+                           ConfigError)
+from edjax.convert import CheckpointError
+from edjax.losses import seq2seq_loss, shift_tokens_right
+from edjax.models.encoder_decoder import EncoderDecoderModel
+from edjax.pretrained import (export_params, from_config, from_encoder_decoder_pretrained,
+                              from_pretrained, save_pretrained)
+
+__all__ = [
+    "BertConfig", "RobertaConfig", "GPT2Config", "EncoderDecoderConfig", "EncoderDecoderModel",
+    "ConfigError", "CheckpointError", "from_pretrained", "from_encoder_decoder_pretrained",
+    "from_config", "save_pretrained", "export_params", "shift_tokens_right", "seq2seq_loss",
+]

@@ -1,0 +1,374 @@
+"""The one attention / MLP / transformer-block / KV-cache implementation every model shares.
+
+Param layout (logical axis names in brackets, mapped to mesh axes by the config's rules):
+  attention  query|key|value: kernel [embed, heads, kv], bias [heads, kv]
+             out:             kernel [heads, kv, embed], bias [embed]
+  mlp        fc_in: kernel [embed, mlp];  fc_out: kernel [mlp, embed]
+  norms      scale / bias [embed]
+Architectures differ only in block order (post-LN BERT/RoBERTa/TrOCR, pre-LN GPT-2/ViT), the
+activation, epsilon and attention scale: all fields of `BlockConfig`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Optional, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+Dtype = Any
+
+MASK_VALUE = float(jnp.finfo(jnp.float32).min)  # HF's additive bias for masked positions
+
+ACTIVATIONS = {
+    "gelu": functools.partial(jax.nn.gelu, approximate=False),
+    "gelu_new": functools.partial(jax.nn.gelu, approximate=True),
+    "gelu_pytorch_tanh": functools.partial(jax.nn.gelu, approximate=True),
+    "gelu_fast": functools.partial(jax.nn.gelu, approximate=True),
+    "quick_gelu": lambda x: x * jax.nn.sigmoid(1.702 * x),
+    "relu": jax.nn.relu,
+    "silu": jax.nn.silu,
+    "swish": jax.nn.silu,
+    "tanh": jnp.tanh,
+}
+
+
+def get_activation(name: str):
+  """The activation function named by an HF config (`hidden_act` / `activation_function`)."""
+  if name not in ACTIVATIONS:
+    raise ValueError(f"unsupported activation {name!r}; edjax knows {sorted(ACTIVATIONS)}")
+  return ACTIVATIONS[name]
+
+
+def normal_init(std: float, axes: Sequence[Optional[str]]):
+  return nn.with_logical_partitioning(nn.initializers.normal(std), tuple(axes))
+
+
+def zeros_init(axes: Sequence[Optional[str]]):
+  return nn.with_logical_partitioning(nn.initializers.zeros_init(), tuple(axes))
+
+
+def ones_init(axes: Sequence[Optional[str]]):
+  return nn.with_logical_partitioning(nn.initializers.ones_init(), tuple(axes))
+
+
+def layer_norm(eps: float, dtype: Dtype, name: str | None = None) -> nn.LayerNorm:
+  """LayerNorm with HF semantics (biased variance, eps inside the sqrt), computed in fp32."""
+  return nn.LayerNorm(epsilon=eps, dtype=jnp.float32, param_dtype=jnp.float32,
+                      use_fast_variance=False, scale_init=ones_init(("embed",)),
+                      bias_init=zeros_init(("embed",)), name=name)
+
+
+def dense(features: int, axes: tuple[str, str], std: float, dtype: Dtype, name: str | None = None,
+          use_bias: bool = True) -> nn.Dense:
+  return nn.Dense(features, use_bias=use_bias, dtype=dtype, param_dtype=jnp.float32,
+                  kernel_init=normal_init(std, axes), bias_init=zeros_init(axes[1:]),
+                  name=name)
+
+
+# ----------------------------------------------------------------------------- masks
+
+
+def padding_mask(mask: Array) -> Array:
+  """[batch, k_len] {0,1} -> [batch, 1, 1, k_len] bool (True = attend)."""
+  return mask.astype(bool)[:, None, None, :]
+
+
+def causal_mask(q_len: int, k_len: int, offset: Array | int = 0) -> Array:
+  """[1, 1, q_len, k_len] bool: query i (at absolute position offset+i) sees keys <= offset+i."""
+  q_pos = jnp.arange(q_len)[:, None] + offset
+  k_pos = jnp.arange(k_len)[None, :]
+  return (k_pos <= q_pos)[None, None]
+
+
+def mask_to_bias(mask: Array | None) -> Array | None:
+  """bool mask (True = attend) -> additive fp32 bias with HF's finfo(float32).min."""
+  if mask is None:
+    return None
+  return jnp.where(mask, 0.0, MASK_VALUE).astype(jnp.float32)
+
+
+def combine_masks(*masks: Array | None) -> Array | None:
+  masks = [m for m in masks if m is not None]
+  if not masks:
+    return None
+  out = masks[0]
+  for m in masks[1:]:
+    out = jnp.logical_and(out, m)
+  return out
+
+
+def advance_decode_position(module: nn.Module, length: int, decode: bool) -> Array | int:
+  """Absolute position of the first of `length` new tokens; in decode mode a cache counter.
+
+  The counter lives in the 'cache' collection of `module` ('position_index'); the init call that
+  sizes the cache leaves it at 0.
+  """
+  if not decode:
+    return 0
+  initialized = module.has_variable("cache", "position_index")
+  counter = module.variable("cache", "position_index", lambda: jnp.array(0, jnp.int32))
+  offset = counter.value
+  if initialized:
+    counter.value = offset + length
+  return offset
+
+
+def embed(num: int, features: int, axes: tuple[str, str], std: float, name: str | None = None,
+          dtype: Dtype = jnp.float32) -> nn.Embed:
+  return nn.Embed(num, features, dtype=dtype, param_dtype=jnp.float32,
+                  embedding_init=normal_init(std, axes), name=name)
+
+
+def tied_logits(hidden: Array, embedding: Array, dtype: Dtype) -> Array:
+  """hidden [batch, length, embed] @ embedding[vocab, embed]^T -> fp32 logits [batch, length, vocab]."""
+  return jnp.einsum("ble,ve->blv", hidden.astype(dtype), embedding.astype(dtype),
+                    preferred_element_type=jnp.float32)
+
+
+# ----------------------------------------------------------------------------- blocks
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockConfig:
+  """Everything a transformer block needs, extracted from an architecture config."""
+
+  hidden_size: int
+  num_heads: int
+  intermediate_size: int
+  activation: str
+  layer_norm_eps: float
+  pre_layer_norm: bool  # GPT-2 / ViT: norm before each sublayer; BERT / TrOCR: after residual
+  cross_attention: bool = False
+  dropout_rate: float = 0.0
+  attention_dropout_rate: float = 0.0
+  activation_dropout_rate: float = 0.0
+  scale_attention: bool = True  # divide scores by sqrt(head_dim)
+  scale_by_inverse_layer_idx: bool = False  # GPT-2 option: extra 1 / (layer_idx + 1)
+  init_std: float = 0.02
+
+  @property
+  def head_dim(self) -> int:
+    if self.hidden_size % self.num_heads:
+      raise ValueError(f"hidden_size {self.hidden_size} is not a multiple of num_heads "
+                       f"{self.num_heads}; fix the model config")
+    return self.hidden_size // self.num_heads
+
+
+def dot_product_attention(query: Array, key: Array, value: Array, bias: Array | None,
+                          scale: float, dropout_rng: Array | None, dropout_rate: float,
+                          dtype: Dtype) -> tuple[Array, Array]:
+  """Softmax attention in fp32.
+
+  query [batch, q_len, heads, head_dim], key/value [batch, k_len, heads, head_dim],
+  bias broadcastable to [batch, heads, q_len, k_len]. Returns (out [batch, q_len, heads,
+  head_dim], probs [batch, heads, q_len, k_len]).
+  """
+  scores = jnp.einsum("bqhd,bkhd->bhqk", query, key,
+                      preferred_element_type=jnp.float32) * scale  # [batch, heads, q, k]
+  if bias is not None:
+    scores = scores + bias
+  probs = jax.nn.softmax(scores, axis=-1)
+  dropped = probs
+  if dropout_rng is not None and dropout_rate > 0.0:
+    keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, probs.shape)
+    dropped = jnp.where(keep, probs / (1.0 - dropout_rate), 0.0)
+  out = jnp.einsum("bhqk,bkhd->bqhd", dropped.astype(dtype), value)
+  return out, probs
+
+
+class Attention(nn.Module):
+  """Multi-head attention: self (optionally causal with a static decode cache) or cross.
+
+  Cross-attention K/V can be computed once with `project_kv(encoder_hidden)` and passed back in
+  as `kv=` on every decoding step.
+  """
+
+  config: BlockConfig
+  layer_idx: int = 0
+  dtype: Dtype = jnp.float32
+
+  def setup(self):
+    cfg = self.config
+    heads, head_dim = cfg.num_heads, cfg.head_dim
+
+    def proj(name):
+      return nn.DenseGeneral((heads, head_dim), axis=-1, dtype=self.dtype, param_dtype=jnp.float32,
+                             kernel_init=normal_init(cfg.init_std, ("embed", "heads", "kv")),
+                             bias_init=zeros_init(("heads", "kv")),
+                             name=name)
+
+    self.query, self.key, self.value = proj("query"), proj("key"), proj("value")
+    self.out = nn.DenseGeneral(cfg.hidden_size, axis=(-2, -1), dtype=self.dtype,
+                               param_dtype=jnp.float32,
+                               kernel_init=normal_init(cfg.init_std, ("heads", "kv", "embed")),
+                               bias_init=zeros_init(("embed",)),
+                               name="out")
+
+  def project_kv(self, source: Array) -> tuple[Array, Array]:
+    """[batch, src_len, width] -> key, value [batch, src_len, heads, head_dim]."""
+    return self.key(source), self.value(source)
+
+  def _scale(self) -> float:
+    cfg = self.config
+    scale = cfg.head_dim ** -0.5 if cfg.scale_attention else 1.0
+    if cfg.scale_by_inverse_layer_idx:
+      scale /= float(self.layer_idx + 1)
+    return scale
+
+  def __call__(self, hidden: Array, *, mask: Array | None = None, kv: tuple[Array, Array] | None = None,
+               kv_source: Array | None = None, decode: bool = False, deterministic: bool = True,
+               causal: bool = False) -> tuple[Array, Array]:
+    """hidden [batch, q_len, embed] -> (out [batch, q_len, embed], probs [batch, heads, q, k]).
+
+    mask: bool, broadcastable to [batch, heads, q_len, k_len] (True = attend); in decode mode
+      k_len is the cache length.
+    kv / kv_source: cross-attention keys and values (precomputed) or their source sequence.
+    decode: self-attention with the static cache ('cache' collection: cached_key / cached_value
+      [batch, max_len, heads, head_dim] and cache_index); the first (init) call sizes the cache
+      from `hidden`'s length.
+    causal: add the causal mask (self-attention of decoders).
+    """
+    query = self.query(hidden)  # [batch, q_len, heads, head_dim]
+    if kv is not None:
+      key, value = kv
+    else:
+      key, value = self.project_kv(hidden if kv_source is None else kv_source)
+
+    if decode:
+      is_initialized = self.has_variable("cache", "cached_key")
+      cached_key = self.variable("cache", "cached_key", jnp.zeros, key.shape, key.dtype)
+      cached_value = self.variable("cache", "cached_value", jnp.zeros, value.shape, value.dtype)
+      cache_index = self.variable("cache", "cache_index", lambda: jnp.array(0, jnp.int32))
+      if is_initialized:
+        q_len, max_len = query.shape[1], cached_key.value.shape[1]
+        index = cache_index.value
+        key = jax.lax.dynamic_update_slice(cached_key.value, key.astype(cached_key.value.dtype),
+                                           (0, index, 0, 0))  # [batch, max_len, heads, head_dim]
+        value = jax.lax.dynamic_update_slice(cached_value.value,
+                                             value.astype(cached_value.value.dtype), (0, index, 0, 0))
+        cached_key.value, cached_value.value = key, value
+        cache_index.value = index + q_len
+        mask = combine_masks(mask, causal_mask(q_len, max_len, offset=index))
+      elif causal:
+        mask = combine_masks(mask, causal_mask(query.shape[1], key.shape[1]))
+    elif causal:
+      mask = combine_masks(mask, causal_mask(query.shape[1], key.shape[1]))
+
+    dropout_rng = None
+    if not deterministic and self.config.attention_dropout_rate > 0.0:
+      dropout_rng = self.make_rng("dropout")
+    out, probs = dot_product_attention(query, key, value, mask_to_bias(mask), self._scale(),
+                                       dropout_rng, self.config.attention_dropout_rate, self.dtype)
+    return self.out(out), probs  # [batch, q_len, embed]
+
+
+class Mlp(nn.Module):
+  """fc_in -> activation -> (activation dropout) -> fc_out."""
+
+  config: BlockConfig
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array, deterministic: bool = True) -> Array:
+    cfg = self.config
+    h = dense(cfg.intermediate_size, ("embed", "mlp"), cfg.init_std, self.dtype, "fc_in")(x)
+    h = get_activation(cfg.activation)(h)  # [batch, length, mlp]
+    h = nn.Dropout(cfg.activation_dropout_rate)(h, deterministic=deterministic)
+    return dense(cfg.hidden_size, ("mlp", "embed"), cfg.init_std, self.dtype, "fc_out")(h)
+
+
+class TransformerLayer(nn.Module):
+  """Self-attention, optional cross-attention, MLP; pre- or post-LayerNorm."""
+
+  config: BlockConfig
+  layer_idx: int = 0
+  dtype: Dtype = jnp.float32
+
+  def setup(self):
+    cfg = self.config
+    self.self_attn = Attention(cfg, self.layer_idx, self.dtype)
+    self.self_attn_norm = layer_norm(cfg.layer_norm_eps, self.dtype)
+    if cfg.cross_attention:
+      self.cross_attn = Attention(cfg, self.layer_idx, self.dtype)
+      self.cross_attn_norm = layer_norm(cfg.layer_norm_eps, self.dtype)
+    self.mlp = Mlp(cfg, self.dtype)
+    self.mlp_norm = layer_norm(cfg.layer_norm_eps, self.dtype)
+    self.dropout = nn.Dropout(cfg.dropout_rate)
+
+  def cross_kv(self, encoder_hidden: Array) -> tuple[Array, Array]:
+    return self.cross_attn.project_kv(encoder_hidden)
+
+  def _sublayer(self, x, norm, fn, deterministic):
+    """Residual around `fn` with the norm before (pre-LN) or after (post-LN)."""
+    if self.config.pre_layer_norm:
+      y, probs = fn(norm(x))
+      return x + self.dropout(y, deterministic=deterministic), probs
+    y, probs = fn(x)
+    return norm(x + self.dropout(y, deterministic=deterministic)), probs
+
+  def __call__(self, x: Array, *, self_mask: Array | None = None, causal: bool = False,
+               encoder_hidden: Array | None = None, cross_kv: tuple[Array, Array] | None = None,
+               cross_mask: Array | None = None, decode: bool = False,
+               deterministic: bool = True) -> tuple[Array, Array, Array | None]:
+    """x [batch, length, embed] -> (x, self-attention probs, cross-attention probs or None)."""
+    x = x.astype(self.dtype)
+    x, self_probs = self._sublayer(
+        x, self.self_attn_norm,
+        lambda h: self.self_attn(h, mask=self_mask, decode=decode, causal=causal,
+                                 deterministic=deterministic), deterministic)
+    cross_probs = None
+    if self.config.cross_attention:
+      if cross_kv is None and encoder_hidden is None:
+        raise ValueError("this decoder has cross-attention: pass encoder_hidden_states "
+                         "(or precomputed cross_kv)")
+      x, cross_probs = self._sublayer(
+          x, self.cross_attn_norm,
+          lambda h: self.cross_attn(h, mask=cross_mask, kv=cross_kv, kv_source=encoder_hidden,
+                                    deterministic=deterministic), deterministic)
+    x, _ = self._sublayer(x, self.mlp_norm,
+                          lambda h: (self.mlp(h, deterministic=deterministic), None), deterministic)
+    return x, self_probs, cross_probs
+
+
+class TransformerStack(nn.Module):
+  """`num_layers` TransformerLayers named layers_0 ... layers_{n-1}."""
+
+  config: BlockConfig
+  num_layers: int
+  dtype: Dtype = jnp.float32
+
+  def setup(self):
+    self.layers = [TransformerLayer(self.config, i, self.dtype) for i in range(self.num_layers)]
+
+  def cross_kv(self, encoder_hidden: Array) -> tuple[tuple[Array, Array], ...]:
+    """Per-layer cross-attention (key, value), each [batch, src_len, heads, head_dim]."""
+    return tuple(layer.cross_kv(encoder_hidden) for layer in self.layers)
+
+  def __call__(self, x: Array, *, self_mask: Array | None = None, causal: bool = False,
+               encoder_hidden: Array | None = None, cross_kv=None, cross_mask: Array | None = None,
+               decode: bool = False, deterministic: bool = True, output_hidden_states: bool = False,
+               output_attentions: bool = False):
+    """Returns (x, hidden_states tuple | None, self_attentions | None, cross_attentions | None).
+
+    hidden_states holds the input of every layer and the last layer's output (HF order).
+    """
+    hidden_states, self_attns, cross_attns = [], [], []
+    for i, layer in enumerate(self.layers):
+      if output_hidden_states:
+        hidden_states.append(x)
+      x, self_probs, cross_probs = layer(
+          x, self_mask=self_mask, causal=causal, encoder_hidden=encoder_hidden,
+          cross_kv=None if cross_kv is None else cross_kv[i], cross_mask=cross_mask, decode=decode,
+          deterministic=deterministic)
+      self_attns.append(self_probs)
+      cross_attns.append(cross_probs)
+    if output_hidden_states:
+      hidden_states.append(x)
+    return (x, tuple(hidden_states) if output_hidden_states else None,
+            tuple(self_attns) if output_attentions else None,
+            tuple(cross_attns) if output_attentions and self.config.cross_attention else None)

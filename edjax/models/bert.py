@@ -85,6 +85,7 @@ class BertModel(nn.Module):
   def cross_kv(self, encoder_hidden: Array):
     return self.encoder.cross_kv(encoder_hidden)
 
+  @nn.compact  # creates the decode-cache variables
   def __call__(self, input_ids: Array, attention_mask: Array | None = None,
                token_type_ids: Array | None = None, encoder_hidden_states: Array | None = None,
                encoder_attention_mask: Array | None = None, cross_kv=None, decode: bool = False,

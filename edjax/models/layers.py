@@ -220,6 +220,7 @@ class Attention(nn.Module):
       scale /= float(self.layer_idx + 1)
     return scale
 
+  @nn.compact  # creates the decode-cache variables
   def __call__(self, hidden: Array, *, mask: Array | None = None, kv: tuple[Array, Array] | None = None,
                kv_source: Array | None = None, decode: bool = False, deterministic: bool = True,
                causal: bool = False) -> tuple[Array, Array]:

@@ -167,9 +167,19 @@ def dot_product_attention(query: Array, key: Array, value: Array, bias: Array | 
   query [batch, q_len, heads, head_dim], key/value [batch, k_len, heads, head_dim],
   bias broadcastable to [batch, heads, q_len, k_len]. Returns (out [batch, q_len, heads,
   head_dim], probs [batch, heads, q_len, k_len]).
+
+  Grouped queries: when key/value have batch `b` and the query has batch `b * g` (beam search:
+  g beams per input share the encoder's cross-attention K/V, computed once), each group of g
+  consecutive query rows attends to its own K/V without copying them; bias then has batch `b`.
   """
+  q_batch, q_len, heads, head_dim = query.shape
+  k_batch = key.shape[0]
+  group = q_batch // k_batch
+  if group * k_batch != q_batch:
+    raise ValueError(f"query batch {q_batch} is not a multiple of key batch {k_batch}")
+  query = query.reshape(k_batch, group * q_len, heads, head_dim)  # [b, g*q, heads, head_dim]
   scores = jnp.einsum("bqhd,bkhd->bhqk", query, key,
-                      preferred_element_type=jnp.float32) * scale  # [batch, heads, q, k]
+                      preferred_element_type=jnp.float32) * scale  # [b, heads, g*q, k]
   if bias is not None:
     scores = scores + bias
   probs = jax.nn.softmax(scores, axis=-1)
@@ -177,7 +187,11 @@ def dot_product_attention(query: Array, key: Array, value: Array, bias: Array | 
   if dropout_rng is not None and dropout_rate > 0.0:
     keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, probs.shape)
     dropped = jnp.where(keep, probs / (1.0 - dropout_rate), 0.0)
-  out = jnp.einsum("bhqk,bkhd->bqhd", dropped.astype(dtype), value)
+  out = jnp.einsum("bhqk,bkhd->bqhd", dropped.astype(dtype), value)  # [b, g*q, heads, head_dim]
+  out = out.reshape(q_batch, q_len, heads, head_dim)
+  if group > 1:  # [b, heads, g*q, k] -> [b*g, heads, q, k]
+    probs = probs.reshape(k_batch, heads, group, q_len, -1).transpose(0, 2, 1, 3, 4)
+    probs = probs.reshape(q_batch, heads, q_len, -1)
   return out, probs
 
 

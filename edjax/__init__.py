@@ -3,6 +3,7 @@
 from edjax.configs import (BertConfig, EncoderDecoderConfig, GPT2Config, RobertaConfig,
                            ConfigError)
 from edjax.convert import CheckpointError
+from edjax.generate import GenerateOutput, generate
 from edjax.losses import seq2seq_loss, shift_tokens_right
 from edjax.models.encoder_decoder import EncoderDecoderModel
 from edjax.pretrained import (export_params, from_config, from_encoder_decoder_pretrained,
@@ -11,5 +12,5 @@ from edjax.pretrained import (export_params, from_config, from_encoder_decoder_p
 __all__ = [
     "BertConfig", "RobertaConfig", "GPT2Config", "EncoderDecoderConfig", "EncoderDecoderModel",
     "ConfigError", "CheckpointError", "from_pretrained", "from_encoder_decoder_pretrained",
-    "from_config", "save_pretrained", "export_params", "shift_tokens_right", "seq2seq_loss",
+    "from_config", "save_pretrained", "export_params", "generate", "GenerateOutput", "shift_tokens_right", "seq2seq_loss",
 ]

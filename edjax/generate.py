@@ -157,15 +157,6 @@ def _encode(model, params, inputs: dict):
   return cross_kv
 
 
-def _init_cache(model, params, cross_kv, n: int, max_length: int):
-  """Zero self-attention cache for n decoder rows of max_length tokens."""
-  def init():
-    return model.module.init(jax.random.PRNGKey(0), decoder_input_ids=jnp.zeros((n, max_length), jnp.int32),
-                             cross_kv=cross_kv, decode=True, method="decode")["cache"]
-  shapes = jax.eval_shape(init)
-  return jax.tree_util.tree_map(lambda x: jnp.zeros(x.shape, x.dtype), shapes)
-
-
 def _decode_step(model, params, cache, tokens: Array, cross_kv, encoder_mask):
   """tokens [n, 1] -> (fp32 logits [n, vocab], new cache)."""
   out, mutated = model.apply({"params": params, "cache": cache}, decoder_input_ids=tokens,
@@ -201,7 +192,7 @@ def _greedy_or_sample(model, params, cross_kv, encoder_mask, batch: int, s: Gene
   n = batch * s.num_return_sequences  # sampled copies share their input's K/V (grouped attention)
   sequences = jnp.full((n, s.max_length), s.pad_token_id, jnp.int32).at[:, 0].set(
       s.decoder_start_token_id)  # [n, max_length]
-  cache = _init_cache(model, params, cross_kv, n, s.max_length)
+  cache = model.init_cache(n, s.max_length)
 
   def cond(state):
     cur_len, _, finished, _, _ = state
@@ -242,7 +233,7 @@ def _beam_search(model, params, cross_kv, encoder_mask, batch: int,
       finished=jnp.zeros((batch, beams), bool),
       improvable=jnp.ones((batch, 1), bool),  # HF is_early_stop_heuristic_unsatisfied
       hits=jnp.zeros((batch, keep), bool),  # HF next_token_hits_stopping_criteria
-      cache=_init_cache(model, params, cross_kv, batch * beams, length))
+      cache=model.init_cache(batch * beams, length))
 
   def cond(st):
     open_beam = ~(jnp.all(st["finished"]) & (s.early_stopping is True))

@@ -24,6 +24,17 @@ def _freeze(value):
   return value
 
 
+class _Extra(tuple):
+  """The kept unknown keys, ((key, value), ...): values stay as read (lists, dicts), hashed frozen.
+
+  Frozen dataclass subclasses get a generated __hash__ over all fields, so `extra` itself must
+  hash even when config.json holds lists ("architectures") or dicts ("id2label").
+  """
+
+  def __hash__(self):
+    return hash(tuple((k, _freeze(v)) for k, v in self))
+
+
 @dataclasses.dataclass(frozen=True)
 class _HFConfig:
   """Shared from_dict / to_dict / replace behaviour of all model configs."""
@@ -48,6 +59,10 @@ class _HFConfig:
     known = {k: v for k, v in d.items() if k in names}
     extra = {k: v for k, v in d.items() if k not in names}
     return cls(**known, extra=tuple(sorted(extra.items(), key=lambda kv: kv[0])))
+
+  def __post_init__(self):
+    if not isinstance(self.extra, _Extra):
+      object.__setattr__(self, "extra", _Extra(self.extra))
 
   def to_dict(self) -> dict:
     """The HF config.json dict (model_type first, then fields, then the kept unknown keys)."""
@@ -125,13 +140,14 @@ class BertConfig(_HFConfig):
 
 @dataclasses.dataclass(frozen=True)
 class RobertaConfig(BertConfig):
-  """transformers.RobertaConfig: BERT with RoBERTa's defaults and padding-offset positions."""
+  """transformers.RobertaConfig: BERT with RoBERTa's defaults and padding-offset positions.
+
+  Defaults are transformers.RobertaConfig's (so a config.json that omits a key builds the model
+  HF builds), not roberta-base's checkpoint values (514 positions, type_vocab_size 1, eps 1e-5).
+  """
 
   model_type: ClassVar[str] = "roberta"
   vocab_size: int = 50265
-  max_position_embeddings: int = 514
-  type_vocab_size: int = 1
-  layer_norm_eps: float = 1e-5
   pad_token_id: int | None = 1
   bos_token_id: int | None = 0
   eos_token_id: int | None = 2

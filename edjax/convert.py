@@ -111,12 +111,17 @@ def _conv1d(hf: str, flax: str) -> list[Rule]:
   return [_rule(f"{hf}.weight", f"{flax}/kernel", identity()), _rule(f"{hf}.bias", f"{flax}/bias", identity())]
 
 
-# HF buffers and tensors that are derived, never parameters: skipped on load.
+# HF buffers and tensors that are derived, never parameters: skipped on load. The output
+# embeddings of a tied LM head (HF `_tied_weights_keys`) are copies of the word embeddings that
+# pytorch_model.bin files hold; with tie_word_embeddings=False a rule reads them first.
 IGNORED_HF_KEYS = (
     r"(^|\.)embeddings\.position_ids$",
     r"(^|\.)embeddings\.token_type_ids$",
     r"(^|\.)attn\.(masked_)?bias$",
     r"(^|\.)crossattention\.(masked_)?bias$",
+    r"(^|\.)cls\.predictions\.decoder\.weight$",
+    r"(^|\.)lm_head\.decoder\.weight$",
+    r"(^|\.)lm_head\.weight$",
 )
 
 
@@ -351,10 +356,26 @@ def read_state_dict(directory: str) -> dict[str, np.ndarray]:
       reader = _read_safetensors if "safetensors" in fname else _read_torch_bin
       state = {}
       for shard in shards:
-        state.update(reader(os.path.join(directory, shard)))
+        shard_path = os.path.join(directory, shard)
+        if not os.path.exists(shard_path):
+          raise FileNotFoundError(f"{path} lists shard {shard} but {shard_path} does not exist; "
+                                  "download every shard of the checkpoint")
+        state.update(_read_weights_file(reader, shard_path))
       return state
-    return _read_safetensors(path) if fname.endswith(".safetensors") else _read_torch_bin(path)
+    reader = _read_safetensors if fname.endswith(".safetensors") else _read_torch_bin
+    return _read_weights_file(reader, path)
   raise FileNotFoundError(f"no weights in {directory}: expected one of {list(WEIGHT_FILES)}")
+
+
+def _read_weights_file(reader, path: str) -> dict[str, np.ndarray]:
+  """Runs `reader` on one weights file; a corrupt or truncated file is a CheckpointError."""
+  try:
+    return reader(path)
+  except (CheckpointError, FileNotFoundError, MemoryError):
+    raise
+  except Exception as e:  # safetensors' SafetensorError, torch's UnpicklingError, ...
+    raise CheckpointError(f"cannot read weights file {path} ({type(e).__name__}: {e}); it is "
+                          "corrupt, truncated or not a checkpoint: re-download or re-export it") from e
 
 
 def with_prefix(state: dict[str, np.ndarray], prefix: str, want: bool) -> dict[str, np.ndarray]:

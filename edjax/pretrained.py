@@ -148,14 +148,17 @@ def from_encoder_decoder_pretrained(encoder_path: str, decoder_path: str, rng: i
   for role, cfg in (("encoder", enc_cfg), ("decoder", dec_cfg)):
     if isinstance(cfg, EncoderDecoderConfig):
       raise ConfigError(f"{role} path holds an encoder-decoder checkpoint; use from_pretrained")
+  if enc_cfg.is_decoder or enc_cfg.add_cross_attention:
+    # As HF: a decoder checkpoint (e.g. BertLMHeadModel) used as the encoder is not causal.
+    enc_cfg = enc_cfg.replace(is_decoder=False, add_cross_attention=False)
   ids = {k: top.get(k, getattr(dec_cfg, k, None)) for k in SPECIAL_TOKEN_KEYS}
   config = EncoderDecoderConfig.from_encoder_decoder_configs(
       enc_cfg, dec_cfg, tie_encoder_decoder=tie_encoder_decoder, **ids)
   model = EncoderDecoderModel(config, dtype=dtype)
-  fresh = _to_flat_np(model.untie_params(model.init(rng)))
   flat, enc_report = _load_part(model, "encoder", encoder_path, config.encoder)
   dec_flat, dec_report = _load_part(model, "decoder", decoder_path, config.decoder)
   flat.update(dec_flat)
+  fresh = _to_flat_np(model.untie_params(model.init(rng)))  # after the checks: init compiles
   params = _merge(model, fresh, flat)
   info = {"encoder": enc_report, "decoder": dec_report}
   for report in info.values():
@@ -195,6 +198,8 @@ def from_pretrained(path: str, rng: int | jax.Array = 0, dtype=np.float32, stric
   if config_overrides:
     config = config.replace(**config_overrides)
   model = EncoderDecoderModel(config, dtype=dtype)
+  if os.path.exists(gen_path):  # generate() reads its defaults (num_beams, max_length, ...) here
+    model.generation_defaults = _read_json(gen_path)
   msgpack = os.path.join(path, FLAX_PARAMS_FILE)
   if os.path.exists(msgpack):
     with open(msgpack, "rb") as f:
@@ -216,8 +221,9 @@ def from_pretrained(path: str, rng: int | jax.Array = 0, dtype=np.float32, stric
                           "tensors randomly and ignore unexpected ones.")
   if report.missing or report.unexpected:
     log.warning("%s: %s", path, report.summary())
-  fresh = _to_flat_np(model.untie_params(model.init(rng)))
-  report.initialized = sorted(k for k in fresh if k not in flat)
+  report.initialized = sorted(k for k in _expected_shapes(model) if k not in flat)
+  # Random init (it compiles the whole model) only when something must be initialised.
+  fresh = _to_flat_np(model.untie_params(model.init(rng))) if report.initialized else {}
   params = _merge(model, fresh, flat)
   return (model, params, report) if output_loading_info else (model, params)
 
@@ -269,8 +275,10 @@ def _json_bytes(d: dict) -> bytes:
   return (json.dumps(d, indent=2, sort_keys=False) + "\n").encode()
 
 
-def generation_config_dict(config: EncoderDecoderConfig) -> dict:
-  return {k: getattr(config, k) for k in SPECIAL_TOKEN_KEYS if getattr(config, k) is not None}
+def generation_config_dict(config: EncoderDecoderConfig, defaults: dict | None = None) -> dict:
+  """generation_config.json: the model's generation defaults plus the config's special ids."""
+  ids = {k: getattr(config, k) for k in SPECIAL_TOKEN_KEYS if getattr(config, k) is not None}
+  return {**(defaults or {}), **ids}
 
 
 def save_pretrained(model: EncoderDecoderModel, params, out_dir: str) -> None:
@@ -286,7 +294,7 @@ def save_pretrained(model: EncoderDecoderModel, params, out_dir: str) -> None:
   config_dict.setdefault("architectures", ["EncoderDecoderModel"])
   files = {
       "model.safetensors": lambda p: save_file(state, p, metadata={"format": "pt"}),
-      GENERATION_CONFIG_FILE: _json_bytes(generation_config_dict(config)),
+      GENERATION_CONFIG_FILE: _json_bytes(generation_config_dict(config, model.generation_defaults)),
       "config.json": _json_bytes(config_dict),
   }
   _atomic_write_dir(out_dir, files)
@@ -297,6 +305,6 @@ def export_params(model: EncoderDecoderModel, params, out_dir: str) -> None:
   _check_tree(model, params, "params")
   data = flax.serialization.msgpack_serialize(jax.tree_util.tree_map(np.asarray, jax.device_get(params)))
   files = {FLAX_PARAMS_FILE: data,
-           GENERATION_CONFIG_FILE: _json_bytes(generation_config_dict(model.config)),
+           GENERATION_CONFIG_FILE: _json_bytes(generation_config_dict(model.config, model.generation_defaults)),
            "config.json": _json_bytes(model.config.to_dict())}
   _atomic_write_dir(out_dir, files)

@@ -142,6 +142,50 @@ def check_mask(name: str, mask, ids_name: str, ids) -> None:
                      f"{tuple(np.shape(ids))}: they must match ([batch, length], 1 = real token)")
 
 
+def check_encoder_mask(mask, encoder_hidden_states, cross_kv) -> None:
+  """encoder_attention_mask must be [batch, src_len] of the encoder states / cross K/V it masks."""
+  if mask is None:
+    return
+  if encoder_hidden_states is not None:
+    want, source = tuple(np.shape(encoder_hidden_states)[:2]), "encoder_hidden_states"
+  elif cross_kv is not None:
+    want, source = tuple(np.shape(cross_kv[0][0])[:2]), "cross_kv"
+  else:
+    return
+  if tuple(np.shape(mask)) != want:
+    raise ValueError(f"encoder_attention_mask has shape {tuple(np.shape(mask))} but {source} is "
+                     f"[batch, src_len] = {want}: pass the attention_mask of the encoder inputs")
+
+
+def check_decode_cache(variables: dict, decoder_input_ids) -> None:
+  """decode=True needs a cache from `init_cache` with room for the new tokens.
+
+  Without this check an over-full static cache would clamp its writes and silently corrupt the
+  output; the index check runs only when the cache index is concrete (not under jit).
+  """
+  if "cache" not in variables:
+    raise ValueError("decode=True needs a decode cache: pass variables={'params': params, "
+                     "'cache': model.init_cache(batch_size, max_length)} and mutable=['cache']")
+  if decoder_input_ids is None:
+    return
+  flat = _flat(variables["cache"])
+  keys = [v for k, v in flat.items() if k.endswith("cached_key")]
+  if not keys:
+    return
+  batch, max_len = np.shape(keys[0])[:2]
+  ids_batch, length = np.shape(decoder_input_ids)[:2]
+  if ids_batch != batch:
+    raise ValueError(f"decoder_input_ids has batch {ids_batch} but the decode cache was built for "
+                     f"batch {batch}: build it with model.init_cache({ids_batch}, max_length)")
+  index = [v for k, v in flat.items() if k.endswith("cache_index")]
+  if index and all(_is_concrete(i) for i in index):
+    used = max(int(np.max(np.asarray(i))) for i in index)
+    if used + length > max_len:
+      raise ValueError(f"the decode cache holds {max_len} positions, {used} are used and {length} "
+                       f"more do not fit: build a longer one with model.init_cache({batch}, "
+                       f"max_length) (max_length >= {used + length})")
+
+
 # ----------------------------------------------------------------------------- public model
 
 
@@ -176,6 +220,8 @@ class EncoderDecoderModel:
     self.config = config
     self.dtype = dtype
     self.module = EncoderDecoderModule(config, dtype)
+    # generation_config.json of the checkpoint (from_pretrained fills it): generate()'s defaults.
+    self.generation_defaults: dict = {}
     self.tied_paths  # validates tie_encoder_decoder now  # noqa: B018
 
   def __repr__(self):
@@ -249,6 +295,29 @@ class EncoderDecoderModel:
     """Tree of logical PartitionSpecs (e.g. PartitionSpec('embed', 'heads', 'kv')) per param."""
     return self.tie_params(nn.get_partition_spec(self._boxed_shapes))
 
+  def init_cache(self, batch_size: int, max_length: int) -> dict:
+    """A zeroed decode cache for `batch_size` sequences of up to `max_length` decoder tokens.
+
+    Per decoder self-attention layer: cached_key / cached_value [batch, max_len, heads, head_dim]
+    and cache_index; per decoder: position_index. Use it as
+    `model.apply({"params": params, "cache": cache}, decoder_input_ids=ids, cross_kv=kv,
+    decode=True, method="decode", mutable=["cache"])`, feeding one or more new tokens per call.
+    """
+    dec = self.config.decoder
+    if max_length > dec.max_positions:
+      raise ValueError(f"max_length {max_length} exceeds the decoder's {dec.max_positions} "
+                       "positions; decode at most that many tokens")
+    enc_width = self.config.encoder.hidden_size
+
+    def make():
+      return self.module.init(jax.random.PRNGKey(0),
+                              decoder_input_ids=jnp.zeros((batch_size, max_length), jnp.int32),
+                              encoder_hidden_states=jnp.zeros((batch_size, 1, enc_width), self.dtype),
+                              decode=True, method=EncoderDecoderModule.decode)["cache"]
+
+    shapes = jax.eval_shape(make)  # no compute: every cache entry starts at zero
+    return jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
   def init(self, rng: int | Array = 0) -> Params:
     """Random params (HF's init: normal(initializer_range), zero biases, unit LayerNorm)."""
     if isinstance(rng, int):
@@ -268,6 +337,17 @@ class EncoderDecoderModel:
     if not decode_mode:
       check_mask("decoder_attention_mask", kwargs.get("decoder_attention_mask"),
                  "decoder_input_ids", kwargs.get("decoder_input_ids"))
+    check_encoder_mask(kwargs.get("encoder_attention_mask"), kwargs.get("encoder_hidden_states"),
+                       kwargs.get("cross_kv"))
+    token_types = kwargs.get("token_type_ids")
+    type_vocab = getattr(enc, "type_vocab_size", None)
+    if token_types is not None and type_vocab is not None and _is_concrete(token_types):
+      check_mask("token_type_ids", token_types, "input_ids", kwargs.get("input_ids"))
+      arr = np.asarray(token_types)
+      if arr.size and (arr.min() < 0 or arr.max() >= type_vocab):
+        raise ValueError(f"token_type_ids hold values in [{arr.min()}, {arr.max()}] but the encoder "
+                         f"has type_vocab_size={type_vocab}: use segment ids below {type_vocab} "
+                         "(or leave token_type_ids out for all zeros)")
     labels = kwargs.get("labels")
     if labels is not None and _is_concrete(labels):
       arr = np.asarray(labels)
@@ -275,6 +355,8 @@ class EncoderDecoderModel:
       if bad.any():
         raise ValueError(f"labels hold ids outside [0, {dec.vocab_size}) other than -100 "
                          f"(e.g. {int(arr[bad][0])}); mask ignored positions with -100")
+
+  METHODS = ("encode", "decode", "cross_kv", "project_encoder_states")  # for `apply(method=...)`
 
   def apply(self, variables: dict, *args, method: str | Callable | None = None, **kwargs):
     """linen-style apply on the canonical params; see EncoderDecoderModule for the methods."""
@@ -284,8 +366,13 @@ class EncoderDecoderModel:
       raise ValueError("variables must be {'params': params, ...}")
     linen_kwargs = {k: kwargs.pop(k) for k in ("mutable", "rngs") if k in kwargs}
     self._check_inputs(kwargs)
+    if kwargs.get("decode", False):
+      check_decode_cache(variables, kwargs.get("decoder_input_ids"))
     variables = dict(variables, params=self.untie_params(variables["params"]))
     if isinstance(method, str):
+      if method.startswith("_") or not callable(getattr(EncoderDecoderModule, method, None)):
+        raise ValueError(f"unknown method {method!r}; use one of {list(self.METHODS)} "
+                         "(or None for the full forward pass)")
       method = getattr(EncoderDecoderModule, method)
     return self.module.apply(variables, method=method, **linen_kwargs, **kwargs)
 

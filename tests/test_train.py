@@ -1,0 +1,204 @@
+"""The training runner: smoke configs end to end, exact resume, sharded = single device,
+gradient accumulation, NaN guard, config-key typos, checkpoint fallback."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from experiments import train as train_lib
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def smoke_config(name: str = "bert2bert", **overrides):
+  config = importlib.import_module(f"configs.{name}").get_config("smoke")
+  for key, value in overrides.items():
+    node = config
+    *parents, leaf = key.split(".")
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  return config
+
+
+def read_metrics(workdir: str) -> list[dict]:
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [json.loads(line) for line in f]
+
+
+def train_losses(workdir: str) -> dict[int, float]:
+  return {r["step"]: r["train/loss"] for r in read_metrics(workdir) if "train/loss" in r}
+
+
+@pytest.mark.parametrize("name", ["bert2bert", "bert2gpt2", "roberta_share"])
+def test_smoke_configs_run_end_to_end(name, tmp_path):
+  workdir = str(tmp_path / name)
+  final = train_lib.train_and_evaluate(smoke_config(name), workdir)
+  config = smoke_config(name)
+  rows = read_metrics(workdir)
+  steps = sorted(train_losses(workdir))
+  assert steps == list(range(config.log_every_steps, config.total_steps + 1, config.log_every_steps))
+  assert all(np.isfinite(v) for v in train_losses(workdir).values())
+  assert any("eval/loss" in r for r in rows) and any("eval/sari" in r for r in rows)
+  assert final["step"] == config.total_steps and np.isfinite(final["eval/loss"])
+  assert len(final["examples"]) == 3 and all(isinstance(p, str) for _, p, _ in final["examples"])
+  assert os.path.exists(os.path.join(workdir, "config.json"))
+  assert os.path.exists(os.path.join(workdir, f"predictions_{config.total_steps}.jsonl"))
+  ckpts = os.listdir(os.path.join(workdir, "checkpoints"))
+  assert str(config.total_steps) in ckpts, ckpts
+  assert os.listdir(os.path.join(workdir, "tensorboard"))
+  # Rerunning a finished run resumes at the end: no training step is repeated.
+  train_lib.train_and_evaluate(smoke_config(name), workdir)
+  assert sorted(train_losses(workdir)) == steps
+
+
+class _Stop(Exception):
+  pass
+
+
+def test_stop_and_resume_gives_bit_identical_losses(tmp_path, monkeypatch):
+  overrides = {"log_every_steps": 1, "checkpoint_every_steps": 3, "eval_every_steps": 100}
+  straight = str(tmp_path / "straight")
+  train_lib.train_and_evaluate(smoke_config(**overrides), straight)
+
+  resumed = str(tmp_path / "resumed")
+  real_build = train_lib.pipeline.build
+
+  def build_then_stop(*args, **kwargs):  # the stream dies when step 4 (index 3) is requested
+    stream, eval_set = real_build(*args, **kwargs)
+    real_batch = stream.batch
+
+    def batch(step):
+      if step == 3:
+        raise _Stop()
+      return real_batch(step)
+    stream.batch = batch
+    return stream, eval_set
+  monkeypatch.setattr(train_lib.pipeline, "build", build_then_stop)
+  with pytest.raises(_Stop):
+    train_lib.train_and_evaluate(smoke_config(**overrides), resumed)
+  monkeypatch.setattr(train_lib.pipeline, "build", real_build)
+  assert sorted(train_losses(resumed)) == [1, 2, 3]
+  train_lib.train_and_evaluate(smoke_config(**overrides), resumed)
+  a, b = train_losses(straight), train_losses(resumed)
+  assert sorted(b) == list(range(1, 7))
+  assert a == b  # bit-identical floats, step by step
+
+
+def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+  real_step = train_lib.make_train_step
+
+  def make_step(model, optimizer, cfg):  # the loss turns NaN from the 4th step on
+    step_fn = real_step(model, optimizer, cfg)
+
+    def step(state, batch):
+      new_state, m = step_fn(state, batch)
+      return new_state, dict(m, loss=m["loss"] + jnp.where(state["step"] >= 3, jnp.nan, 0.0))
+    return step
+  monkeypatch.setattr(train_lib, "make_train_step", make_step)
+  workdir = str(tmp_path / "nan")
+  config = smoke_config(checkpoint_every_steps=3, eval_every_steps=100, total_steps=6)
+  with pytest.raises(train_lib.NonFiniteLossError, match=r"at step 4.*last good checkpoint \(step 3\)"):
+    train_lib.train_and_evaluate(config, workdir)
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["3"]
+
+
+def test_gradient_accumulation_equals_a_doubled_batch():
+  import optax
+  import edjax
+  from configs.bert2bert import TINY_BERT
+  from edjax.configs import EncoderDecoderConfig, config_from_dict
+  tiny = dict(TINY_BERT, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, vocab_size=97)
+  cfg = EncoderDecoderConfig.from_encoder_decoder_configs(
+      config_from_dict(tiny), config_from_dict(tiny), decoder_start_token_id=2, pad_token_id=0)
+  model, params = edjax.from_config(cfg, rng=0)
+  rng = np.random.RandomState(0)
+  labels = rng.randint(3, 97, (8, 10)).astype(np.int32)
+  labels[::2, 6:] = -100  # uneven token counts: token-weighted averaging matters
+  batch = dict(input_ids=rng.randint(3, 97, (8, 12)).astype(np.int32),
+               attention_mask=np.ones((8, 12), np.int32), labels=labels,
+               decoder_attention_mask=(labels != -100).astype(np.int32))
+  opt = optax.sgd(0.1)
+  results = []
+  for accum in (1, 2):
+    config = smoke_config(grad_accum_steps=accum, label_smoothing=0.0)
+    step = jax.jit(train_lib.make_train_step(model, opt, config))
+    state = dict(step=jnp.array(0, jnp.int32), params=params, opt_state=opt.init(params),
+                 rng=jax.random.PRNGKey(0))
+    results.append(step(state, batch))
+  (s1, m1), (s2, m2) = results
+  np.testing.assert_allclose(float(m1["loss"]), float(m2["loss"]), rtol=1e-6)
+  assert int(m1["tokens"]) == int(m2["tokens"]) == int((labels != -100).sum())
+  diffs = jax.tree_util.tree_map(lambda a, b: float(jnp.max(jnp.abs(a - b))), s1["params"], s2["params"])
+  assert max(jax.tree_util.tree_leaves(diffs)) < 1e-6
+
+
+def test_corrupt_latest_checkpoint_falls_back_to_the_previous(tmp_path, caplog):
+  workdir = str(tmp_path / "ckpt")
+  config = smoke_config(checkpoint_every_steps=3, eval_every_steps=100, log_every_steps=1)
+  train_lib.train_and_evaluate(config, workdir)
+  latest = os.path.join(workdir, "checkpoints", "6")
+  for root, _, files in os.walk(os.path.join(latest, "state")):
+    for name in files:
+      with open(os.path.join(root, name), "wb") as f:
+        f.write(b"\0garbage")
+  longer = smoke_config(checkpoint_every_steps=3, eval_every_steps=100, log_every_steps=1,
+                        total_steps=6)
+  with caplog.at_level("WARNING"):
+    train_lib.train_and_evaluate(longer, workdir)
+  assert "could not be restored" in caplog.text
+  # Resumed from step 3: steps 4-6 were trained again and logged a second time.
+  steps = [r["step"] for r in read_metrics(workdir) if "train/loss" in r]
+  assert steps == [1, 2, 3, 4, 5, 6, 4, 5, 6]
+
+
+def test_misspelled_config_key_is_rejected_by_the_cli(tmp_path):
+  proc = subprocess.run(
+      [sys.executable, "-m", "experiments.train", "--config=configs/bert2bert.py:smoke",
+       f"--workdir={tmp_path}", "--config.totl_steps=5"],
+      cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert proc.returncode != 0
+  assert 'Did you mean "total_steps"' in proc.stderr, proc.stderr[-2000:]
+  with pytest.raises(ValueError, match="unknown variant"):
+    importlib.import_module("configs.bert2bert").get_config("smok")
+
+
+MESH_SCRIPT = textwrap.dedent("""
+    import os, sys
+    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+    os.environ["JAX_PLATFORMS"] = "cpu"
+    sys.path.insert(0, {repo!r})
+    import jax
+    from configs import bert2bert
+    from experiments import train
+    assert jax.device_count() == 8
+    c = bert2bert.get_config("smoke")
+    c.log_every_steps, c.eval_every_steps = 1, 100
+    c.mesh.update(dict(data=2, fsdp=2, tensor=2))
+    train.train_and_evaluate(c, {workdir!r})
+    print("MESH-OK")
+""")
+
+
+def test_mesh_2x2x2_on_8_fake_devices_matches_one_device(tmp_path):
+  assert jax.device_count() == 1
+  one = str(tmp_path / "one")
+  train_lib.train_and_evaluate(smoke_config(log_every_steps=1, eval_every_steps=100), one)
+  mesh = str(tmp_path / "mesh")
+  proc = subprocess.run([sys.executable, "-c", MESH_SCRIPT.format(repo=REPO, workdir=mesh)],
+                        cwd=REPO, capture_output=True, text=True, timeout=900)
+  assert "MESH-OK" in proc.stdout, proc.stdout[-2000:] + proc.stderr[-4000:]
+  a, b = train_losses(one), train_losses(mesh)
+  assert sorted(a) == sorted(b) == list(range(1, 7))
+  for step in a:
+    assert abs(a[step] - b[step]) <= 1e-4 * abs(a[step]), (step, a[step], b[step])

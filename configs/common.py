@@ -31,7 +31,8 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.label_smoothing = 0.0
   c.compute_dtype = "float32"  # or "bfloat16" (params and optimizer state stay fp32)
   c.distributed = False  # jax.distributed.initialize() (pods / multi-GPU)
-  c.init_from = ""  # HF-format dir or edjax export / workdir to start from
+  c.init_from = ""  # HF-format dir, edjax export, or another run's workdir to start from
+  c.export_hf = True  # at the end: save_pretrained(...) into workdir/export (HF format)
 
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
   c.logical_axis_rules = tuple(DEFAULT_RULES)

@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import os
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -75,10 +76,14 @@ def _model_config(config) -> EncoderDecoderConfig | None:
                                                            tie_encoder_decoder=m.tie_encoder_decoder)
 
 
+def _is_workdir(path: str) -> bool:
+  return os.path.isdir(os.path.join(path, "checkpoints"))
+
+
 def build_model(config, ids: dict, dtype):
   """(model, params_fn): params_fn() loads / initialises the starting params (skipped on resume)."""
   m = config.model
-  if config.init_from:
+  if config.init_from and not _is_workdir(config.init_from):  # an HF dir or an edjax export
     model, params = edjax.from_pretrained(config.init_from, dtype=dtype)
     return model, lambda: params
   composite = _model_config(config)
@@ -184,6 +189,17 @@ def evaluate(model, params, eval_set, eval_loss_fn, config, dec_tok, step, workd
 
 # ----------------------------------------------------------------------------- main
 
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "merges.txt",
+                   "special_tokens_map.json", "tokenizer_config.json")
+
+
+def copy_tokenizer_files(src: str, dst: str) -> None:
+  """Tokenizer files next to the exported weights, so `predict --checkpoint=dst` needs no flag."""
+  for name in TOKENIZER_FILES:
+    if os.path.exists(os.path.join(src, name)):
+      shutil.copyfile(os.path.join(src, name), os.path.join(dst, name))
+
+
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Runs (or resumes) training in `workdir`; returns the final eval metrics."""
@@ -261,6 +277,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if int(meta.get("data_position", start_step)) != start_step:
       raise ValueError(f"checkpoint meta {meta} has an inconsistent data position")
     log.info("resumed from step %d (%s)", start_step, ckpt.directory)
+  elif config.init_from and _is_workdir(config.init_from):  # params of another run's checkpoint
+    other = ckpt_lib.Checkpointer(os.path.join(config.init_from, "checkpoints"), async_save=False)
+    found = other.restore_latest(abstract)
+    if found is None:
+      raise FileNotFoundError(f"init_from={config.init_from}: no restorable checkpoint in "
+                              f"{other.directory}")
+    state = dict(found[0], step=jnp.array(0, jnp.int32), opt_state=jax.jit(
+        optimizer.init, out_shardings=opt_sh)(found[0]["params"]),
+                 rng=jax.random.PRNGKey(config.seed))
+    start_step = 0
+    log.info("initialised params from %s (step %s)", other.directory, found[1].get("step"))
   else:
     params = jax.device_put(params_fn(), param_sh)
     state = jax.jit(lambda p: dict(step=jnp.array(0, jnp.int32), params=p, opt_state=optimizer.init(p),
@@ -313,6 +340,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       run_eval(done)
   if start_step >= config.total_steps and not final:
     run_eval(start_step)
+  if config.export_hf and is_main:  # HF format: predict.py, transformers and from_pretrained read it
+    export = os.path.join(workdir, "export")
+    edjax.save_pretrained(model, jax.device_get(state["params"]), export)
+    copy_tokenizer_files(edjax.pretrained.resolve_path(config.data.decoder_tokenizer
+                                                       or config.data.tokenizer), export)
   ckpt.close()
   writer.close()
   return final

@@ -62,6 +62,38 @@ def test_smoke_configs_run_end_to_end(name, tmp_path):
   assert sorted(train_losses(workdir)) == steps
 
 
+def test_cnn_dailymail_smoke_under_tfds_mock_data(tmp_path):
+  """The cnn_dailymail variant's data path (tfds, article -> highlights) with the smoke model."""
+  import tensorflow_datasets as tfds
+  config = smoke_config(**{"data.name": "cnn_dailymail", "data.train_splits": ("train",),
+                           "data.eval_split": "validation", "eval.metrics": ("rouge",),
+                           "total_steps": 2, "log_every_steps": 1, "eval_every_steps": 2})
+  with tfds.testing.mock_data(num_examples=12):
+    final = train_lib.train_and_evaluate(config, str(tmp_path / "cnndm"))
+  assert sorted(train_losses(str(tmp_path / "cnndm"))) == [1, 2]
+  assert {"eval/loss", "eval/rouge1", "eval/rouge2", "eval/rougeL", "eval/rougeLsum"} <= set(final)
+
+
+def test_init_from_a_workdir_and_hf_export(tmp_path):
+  """A finished run exports HF format; a new run starts from its checkpoint (init_from)."""
+  import edjax
+  first = str(tmp_path / "first")
+  train_lib.train_and_evaluate(smoke_config(eval_every_steps=100), first)
+  model, params = edjax.from_pretrained(os.path.join(first, "export"))  # HF-format export
+  second = str(tmp_path / "second")
+  final = train_lib.train_and_evaluate(  # learning rate 0: the params stay what init_from gave
+      smoke_config(eval_every_steps=100, total_steps=2, init_from=first,
+                   **{"optimizer.learning_rate": 0.0}), second)
+  assert final["step"] == 2 and sorted(train_losses(second)) == [2]
+  _, params2 = edjax.from_pretrained(os.path.join(second, "export"))
+  same = jax.tree_util.tree_map(np.array_equal, params, params2)
+  assert all(jax.tree_util.tree_leaves(same))
+  fresh = edjax.from_config(model.config, rng=0)[1]
+  assert not all(jax.tree_util.tree_leaves(jax.tree_util.tree_map(np.array_equal, params, fresh)))
+  # The export carries the tokenizer, so predict needs no --tokenizer flag.
+  assert os.path.exists(os.path.join(first, "export", "vocab.txt"))
+
+
 class _Stop(Exception):
   pass
 

@@ -47,24 +47,8 @@ def get_config(variant: str = "default"):
   elif variant == "share":
     c.model.tie_encoder_decoder = True
   elif variant == "smoke":
-    c.model.encoder = c.model.decoder = ""
-    c.model.encoder_config = dict(TINY_BERT)
-    c.model.decoder_config = dict(TINY_BERT)
-    c.total_steps = 6
-    c.batch_size = 4
-    c.log_every_steps = 2
+    common.make_smoke(c, TINY_BERT, TINY_BERT, total_steps=6)
     c.checkpoint_every_steps = 3
-    c.eval_every_steps = 6
-    c.optimizer.warmup_steps = 2
-    c.optimizer.learning_rate = 1e-3
-    c.data.max_source_length = 24
-    c.data.max_target_length = 24
-    c.data.eval_examples = 8
-    c.eval.batch_size = 8
-    c.eval.num_generate = 4
-    c.eval.num_beams = 2
-    c.eval.max_length = 12
-    c.checkpoint.async_save = False
   elif variant == "cnn_dailymail":
     c.model.encoder = c.model.decoder = "bert-base-uncased"
     c.data.tokenizer = "bert-base-uncased"

@@ -32,19 +32,7 @@ def get_config(variant: str = "default"):
   if variant == "default":
     pass
   elif variant == "smoke":
-    minilm = common.minilm_dir()
-    c.model.encoder = c.model.decoder = ""
-    c.data.tokenizer, c.data.decoder_tokenizer = minilm, ""
-    c.model.encoder_config = dict(TINY_BERT)
-    c.model.decoder_config = dict(TINY_GPT2)  # 48 wide: the composite adds enc_to_dec_proj
-    c.compute_dtype = "float32"
-    c.total_steps, c.batch_size = 4, 4
-    c.log_every_steps, c.checkpoint_every_steps, c.eval_every_steps = 2, 4, 4
-    c.optimizer.warmup_steps, c.optimizer.learning_rate = 1, 1e-3
-    c.data.max_source_length = c.data.max_target_length = 24
-    c.data.eval_examples = 8
-    c.eval.update(dict(batch_size=8, num_generate=4, num_beams=2, max_length=12))
-    c.checkpoint.async_save = False
+    common.make_smoke(c, TINY_BERT, TINY_GPT2)  # GPT-2 48 wide: adds enc_to_dec_proj
   else:
     raise ValueError(f"unknown variant {variant!r} of configs/bert2gpt2.py: use default or smoke")
   return c

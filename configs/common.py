@@ -61,3 +61,22 @@ def get_base_config() -> ml_collections.ConfigDict:
       length_penalty=1.0, no_repeat_ngram_size=0, early_stopping=True,
       metrics=("sari", "bleu", "rouge", "exact_match")))
   return c
+
+
+def make_smoke(c: ml_collections.ConfigDict, encoder_config: dict, decoder_config: dict,
+               total_steps: int = 4) -> ml_collections.ConfigDict:
+  """Turns `c` into a seconds-long CPU run of a tiny random model on MiniLM's vocabulary."""
+  c.model.encoder = c.model.decoder = ""
+  c.model.encoder_config = dict(encoder_config)
+  c.model.decoder_config = dict(decoder_config)
+  c.data.tokenizer, c.data.decoder_tokenizer = minilm_dir(), ""
+  c.compute_dtype = "float32"
+  c.total_steps, c.batch_size = total_steps, 4
+  c.log_every_steps = 2
+  c.checkpoint_every_steps = c.eval_every_steps = total_steps
+  c.optimizer.warmup_steps, c.optimizer.learning_rate = 1, 1e-3
+  c.data.max_source_length = c.data.max_target_length = 24
+  c.data.eval_examples = 8
+  c.eval.update(dict(batch_size=8, num_generate=4, num_beams=2, max_length=12))
+  c.checkpoint.async_save = False
+  return c

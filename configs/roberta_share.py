@@ -29,18 +29,7 @@ def get_config(variant: str = "default"):
   if variant == "default":
     pass
   elif variant == "smoke":
-    c.model.encoder = c.model.decoder = ""
-    c.data.tokenizer = common.minilm_dir()
-    c.model.encoder_config = dict(TINY_ROBERTA)
-    c.model.decoder_config = dict(TINY_ROBERTA)
-    c.compute_dtype = "float32"
-    c.total_steps, c.batch_size = 4, 4
-    c.log_every_steps, c.checkpoint_every_steps, c.eval_every_steps = 2, 4, 4
-    c.optimizer.warmup_steps, c.optimizer.learning_rate = 1, 1e-3
-    c.data.max_source_length = c.data.max_target_length = 24
-    c.data.eval_examples = 8
-    c.eval.update(dict(batch_size=8, num_generate=4, num_beams=2, max_length=12))
-    c.checkpoint.async_save = False
+    common.make_smoke(c, TINY_ROBERTA, TINY_ROBERTA)
   else:
     raise ValueError(f"unknown variant {variant!r} of configs/roberta_share.py: use default or smoke")
   return c

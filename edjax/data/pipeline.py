@@ -352,17 +352,9 @@ def read_tsv(path: str) -> list[tuple[str, str]]:
   """(source, target) pairs of a `source<TAB>target` file (UTF-8, no header; blank lines skipped)."""
   if not os.path.isfile(path):
     raise FileNotFoundError(f"TSV file {path} does not exist")
-  out = []
+  from edjax.data import wiki_split  # the WikiSplit TSV parser (tensorflow_datasets: 0.3 s)
   with open(path, encoding="utf-8", newline="") as f:
-    for i, line in enumerate(f, 1):
-      line = line.rstrip("\r\n")
-      if not line:
-        continue
-      parts = line.split("\t")
-      if len(parts) != 2:
-        raise ValueError(f"{path} line {i}: expected source<TAB>target, got {len(parts)} columns")
-      out.append((parts[0], parts[1]))
-  return out
+    return list(wiki_split.parse_tsv_lines(f, path))
 
 
 def _wiki_split_pairs(split: str, data_dir: str | None) -> list[tuple[str, str]]:

@@ -84,12 +84,7 @@ class Tokenizer:
       rows = [r if len(e.ids) <= max_length or e.ids[-1] != self.eos_id else r[:-1] + [self.eos_id]
               for r, e in zip(rows, encs)]
     width = pad_to or max(1, max(len(r) for r in rows))
-    ids = np.full((len(rows), width), self.pad_id, np.int32)
-    mask = np.zeros((len(rows), width), np.int32)
-    for i, r in enumerate(rows):
-      ids[i, :len(r)] = r
-      mask[i, :len(r)] = 1
-    return ids, mask
+    return self._pad(rows, width)
 
   def encode_targets(self, texts: Sequence[str], max_length: int,
                      pad_to: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -112,6 +107,10 @@ class Tokenizer:
     if pad_to is not None and pad_to < longest:
       raise ValueError(f"pad_to={pad_to} is shorter than the longest row ({longest} ids)")
     width = pad_to or max(1, longest)
+    return self._pad(rows, width)
+
+  def _pad(self, rows: list[list[int]], width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Right-pads token rows to [len(rows), width] with pad_id; mask 1 on tokens."""
     ids = np.full((len(rows), width), self.pad_id, np.int32)
     mask = np.zeros((len(rows), width), np.int32)
     for i, r in enumerate(rows):

@@ -94,13 +94,14 @@ def _iter_rows(path: str):
     with zipfile.ZipFile(path) as zf:
       name = next(n for n in zf.namelist() if n.endswith(".tsv"))
       with zf.open(name) as f:
-        yield from _parse_lines((raw.decode("utf-8") for raw in f), f"{path}:{name}")
+        yield from parse_tsv_lines((raw.decode("utf-8") for raw in f), f"{path}:{name}")
   else:
     with open(path, encoding="utf-8", newline="") as f:
-      yield from _parse_lines(f, path)
+      yield from parse_tsv_lines(f, path)
 
 
-def _parse_lines(lines, path: str):
+def parse_tsv_lines(lines, path: str):
+  """(column 1, column 2) of each non-blank `a<TAB>b` line; another column count is an error."""
   for i, line in enumerate(lines, 1):
     line = line.rstrip("\r\n")
     if not line:

@@ -54,6 +54,6 @@ class Progress:
     rate = (step - self.step0) / elapsed
     eta = (self.total - step) / rate if rate > 0 else float("inf")
     line = (f"step {step}/{self.total} | loss {loss:.4f} | {rate:.2f} steps/s | "
-            f"{self.tokens / elapsed:,.0f} tokens/s | ETA {eta:,.0f}s{extra}")
+            f"{self.tokens / elapsed:,.0f} target tokens/s | ETA {eta:,.0f}s{extra}")
     print(line, file=self.stream, flush=True)
     return line

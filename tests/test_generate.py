@@ -14,7 +14,6 @@ import sys
 import tempfile
 import textwrap
 
-import jax
 import numpy as np
 import pytest
 import torch

@@ -430,7 +430,8 @@ def generate(model, params, input_ids=None, attention_mask=None, pixel_values=No
   """
   s = resolve_settings(model, **settings)
   if pixel_values is not None:
-    inputs = {"pixel_values": jnp.asarray(pixel_values)}
+    inputs = {"pixel_values": pixel_values if isinstance(pixel_values, jax.Array)
+              else np.asarray(pixel_values, np.float32)}
   else:
     if input_ids is None:
       raise ValueError("generate needs input_ids (text encoders) or pixel_values (vision encoders)")
@@ -438,6 +439,7 @@ def generate(model, params, input_ids=None, attention_mask=None, pixel_values=No
     if ids.ndim != 2:
       raise ValueError(f"input_ids must be [batch, length], got shape {tuple(ids.shape)}")
     mask = np.ones(ids.shape, np.int32) if attention_mask is None else attention_mask
+    mask = mask if isinstance(mask, jax.Array) else np.asarray(mask)
     if np.shape(mask) != tuple(ids.shape):
       raise ValueError(f"attention_mask shape {tuple(np.shape(mask))} != input_ids shape "
                        f"{tuple(ids.shape)}")
@@ -445,9 +447,12 @@ def generate(model, params, input_ids=None, attention_mask=None, pixel_values=No
     target = _bucket(length, model.config.encoder.max_positions) if bucket_inputs else length
     if target > length:
       pad_id = model.config.encoder.pad_token_id or 0
-      ids = jnp.pad(jnp.asarray(ids), ((0, 0), (0, target - length)), constant_values=pad_id)
-      mask = jnp.pad(jnp.asarray(mask), ((0, 0), (0, target - length)))
-    inputs = {"input_ids": jnp.asarray(ids, jnp.int32), "attention_mask": jnp.asarray(mask, jnp.int32)}
+      # numpy stays numpy (uncommitted: jit places it, also on a multi-host mesh); jax arrays
+      # keep their sharding through jnp.pad.
+      xp = jnp if isinstance(ids, jax.Array) else np
+      ids = xp.pad(ids, ((0, 0), (0, target - length)), constant_values=pad_id)
+      mask = (jnp if isinstance(mask, jax.Array) else np).pad(mask, ((0, 0), (0, target - length)))
+    inputs = {"input_ids": ids.astype(np.int32), "attention_mask": mask.astype(np.int32)}
     model._check_inputs({"input_ids": input_ids})  # ids in range / length, before padding
   if prng_key is None:
     prng_key = jax.random.PRNGKey(0)

@@ -212,10 +212,74 @@ class GPT2Config(_HFConfig):
     return self.resid_pdrop
 
 
+@dataclasses.dataclass(frozen=True)
+class ViTConfig(_HFConfig):
+  """transformers.ViTConfig fields (the ViT image encoder)."""
+
+  model_type: ClassVar[str] = "vit"
+  hidden_size: int = 768
+  num_hidden_layers: int = 12
+  num_attention_heads: int = 12
+  intermediate_size: int = 3072
+  hidden_act: str = "gelu"
+  hidden_dropout_prob: float = 0.0
+  attention_probs_dropout_prob: float = 0.0
+  initializer_range: float = 0.02
+  layer_norm_eps: float = 1e-12
+  image_size: int = 224
+  patch_size: int = 16
+  num_channels: int = 3
+  qkv_bias: bool = True
+  encoder_stride: int = 16
+  pooler_output_size: int | None = None  # None = hidden_size (HF resolves it the same way)
+  pooler_act: str = "tanh"
+  is_decoder: bool = False
+  add_cross_attention: bool = False
+  extra: tuple = ()
+
+  # Special tokens prepended to the patch sequence: [CLS] (DeiT adds a distillation token).
+  num_special_tokens: ClassVar[int] = 1
+
+  @property
+  def num_layers(self) -> int:
+    return self.num_hidden_layers
+
+  @property
+  def num_heads(self) -> int:
+    return self.num_attention_heads
+
+  @property
+  def num_patches(self) -> int:
+    return (self.image_size // self.patch_size) ** 2
+
+  @property
+  def max_positions(self) -> int:
+    """Encoder sequence length: patches + special tokens."""
+    return self.num_patches + self.num_special_tokens
+
+  @property
+  def pooler_size(self) -> int:
+    return self.pooler_output_size if self.pooler_output_size else self.hidden_size
+
+  @property
+  def dropout_rate(self) -> float:
+    return self.hidden_dropout_prob
+
+
+@dataclasses.dataclass(frozen=True)
+class DeiTConfig(ViTConfig):
+  """transformers.DeiTConfig: ViT's fields; the model adds a distillation token."""
+
+  model_type: ClassVar[str] = "deit"
+  num_special_tokens: ClassVar[int] = 2
+
+
 MODEL_CONFIGS: dict[str, type[_HFConfig]] = {
     "bert": BertConfig,
     "roberta": RobertaConfig,
     "gpt2": GPT2Config,
+    "vit": ViTConfig,
+    "deit": DeiTConfig,
 }
 
 

@@ -17,7 +17,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from edjax.configs import BertConfig, ConfigError, EncoderDecoderConfig, GPT2Config
+from edjax.configs import BertConfig, ConfigError, EncoderDecoderConfig, GPT2Config, ViTConfig
 
 ToFlax = Callable[[np.ndarray], tuple]
 ToHF = Callable[[tuple], np.ndarray]
@@ -93,6 +93,11 @@ def split_fused(parts: int, heads: int, is_bias: bool) -> tuple[ToFlax, ToHF]:
   return fwd, back
 
 
+def oihw_to_hwio() -> tuple[ToFlax, ToHF]:
+  """torch Conv2d weight (out, in, kh, kw) <-> flax nn.Conv kernel (kh, kw, in, out)."""
+  return (lambda a: (a.transpose(2, 3, 1, 0),)), (lambda xs: xs[0].transpose(3, 2, 0, 1))
+
+
 def _rule(hf: str, flax: str | Sequence[str], hooks: tuple[ToFlax, ToHF], aliases=()) -> Rule:
   flax = (flax,) if isinstance(flax, str) else tuple(flax)
   return Rule(hf, flax, hooks[0], hooks[1], tuple(aliases))
@@ -160,6 +165,39 @@ def bert_body_rules(config: BertConfig, hf: str, flax: str, pooler: bool) -> lis
   return rules
 
 
+def vit_body_rules(config: ViTConfig, hf: str, flax: str, pooler: bool) -> list[Rule]:
+  """ViTModel / DeiTModel (pre-LN blocks, final `layernorm`, optional pooler)."""
+  h = config.num_attention_heads
+  emb = f"{hf}embeddings"
+  rules = [_rule(f"{emb}.cls_token", f"{flax}embeddings/cls_token", identity())]
+  if config.model_type == "deit":
+    rules.append(_rule(f"{emb}.distillation_token", f"{flax}embeddings/distillation_token",
+                       identity()))
+  rules += [_rule(f"{emb}.position_embeddings", f"{flax}embeddings/position_embeddings", identity()),
+            _rule(f"{emb}.patch_embeddings.projection.weight",
+                  f"{flax}embeddings/patch_embeddings/kernel", oihw_to_hwio()),
+            _rule(f"{emb}.patch_embeddings.projection.bias",
+                  f"{flax}embeddings/patch_embeddings/bias", identity())]
+  for i in range(config.num_hidden_layers):
+    src, dst = f"{hf}encoder.layer.{i}", f"{flax}encoder/layers_{i}"
+    for proj in ("query", "key", "value"):
+      rules += [_rule(f"{src}.attention.attention.{proj}.weight", f"{dst}/self_attn/{proj}/kernel",
+                      to_heads(h, True)),
+                _rule(f"{src}.attention.attention.{proj}.bias", f"{dst}/self_attn/{proj}/bias",
+                      bias_to_heads(h))]
+    rules += [_rule(f"{src}.attention.output.dense.weight", f"{dst}/self_attn/out/kernel",
+                    from_heads(h, True)),
+              _rule(f"{src}.attention.output.dense.bias", f"{dst}/self_attn/out/bias", identity())]
+    rules += _norm(f"{src}.layernorm_before", f"{dst}/self_attn_norm")
+    rules += _norm(f"{src}.layernorm_after", f"{dst}/mlp_norm")
+    rules += _linear(f"{src}.intermediate.dense", f"{dst}/mlp/fc_in")
+    rules += _linear(f"{src}.output.dense", f"{dst}/mlp/fc_out")
+  rules += _norm(f"{hf}layernorm", f"{flax}layernorm")
+  if pooler:
+    rules += _linear(f"{hf}pooler.dense", f"{flax}pooler")
+  return rules
+
+
 def bert_lm_head_rules(config: BertConfig, hf: str, flax: str) -> list[Rule]:
   """BertLMHeadModel's `cls.predictions` / RobertaForCausalLM's `lm_head`."""
   if config.model_type == "roberta":
@@ -213,9 +251,11 @@ BASE_PREFIX = {"bert": "bert", "roberta": "roberta", "gpt2": "transformer"}
 
 
 def encoder_rules(config, hf: str = "", flax: str = "") -> list[Rule]:
-  """Rules of an encoder (BertModel / RobertaModel, with pooler)."""
+  """Rules of an encoder (BertModel / RobertaModel / ViTModel / DeiTModel, with pooler)."""
   if config.model_type in ("bert", "roberta"):
     return bert_body_rules(config, hf, flax, pooler=True)
+  if config.model_type in ("vit", "deit"):
+    return vit_body_rules(config, hf, flax, pooler=True)
   raise ConfigError(f"model_type {config.model_type!r} has no encoder conversion rules")
 
 

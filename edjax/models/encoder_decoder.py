@@ -197,6 +197,9 @@ def _unflat(flat: dict[str, Any]):
   return traverse_util.unflatten_dict(flat, sep="/")
 
 
+VISION_ENCODERS = ("vit", "deit")
+
+
 class EncoderDecoderModel:
   """A text encoder-decoder: `model.apply({"params": params}, ...)` like a linen module.
 
@@ -216,6 +219,11 @@ class EncoderDecoderModel:
                         f"{config.encoder.hidden_size} wide; set it to None (adds enc_to_dec_proj) "
                         "or to the encoder width")
     registry.encoder_module(config.encoder, dtype)  # fail early on a bad model_type
+    if config.encoder.model_type in VISION_ENCODERS:
+      raise ConfigError(
+          f"a {config.encoder.model_type} encoder needs the vision composite "
+          "(VisionEncoderDecoderModel, pixel_values), which is not wired up yet: edjax.models.vit "
+          "has the ViT/DeiT encoders and their converter; the composite is the next step")
     registry.decoder_module(config.decoder, dtype)
     self.config = config
     self.dtype = dtype

@@ -8,7 +8,7 @@ from typing import Callable, Optional
 import flax.linen as nn
 
 from edjax import configs
-from edjax.models import bert, gpt2
+from edjax.models import bert, gpt2, vit
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,6 +30,8 @@ ARCHITECTURES: dict[str, Architecture] = {
                             "RobertaModel", "RobertaForCausalLM", "roberta"),
     "gpt2": Architecture(configs.GPT2Config, None, gpt2.GPT2LMHeadModel,
                          None, "GPT2LMHeadModel", "transformer"),
+    "vit": Architecture(configs.ViTConfig, vit.ViTModel, None, "ViTModel", None, None),
+    "deit": Architecture(configs.DeiTConfig, vit.ViTModel, None, "DeiTModel", None, None),
 }
 
 

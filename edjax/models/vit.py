@@ -1,0 +1,125 @@
+"""ViT and DeiT image encoders (`transformers.ViTModel` / `DeiTModel`).
+
+Pre-LN transformer blocks (the shared `layers.TransformerStack` with `pre_layer_norm=True`), a
+final LayerNorm, and a dense + `pooler_act` pooler on token 0. Inputs are `pixel_values`
+[batch, channels, height, width] (NCHW, as HF); the patch projection is a stride-`patch_size`
+`nn.Conv` whose kernel is HWIO (torch's Conv2d weight is OIHW; `convert.oihw_to_hwio` maps it).
+DeiT differs only by a distillation token after [CLS] (and one more position embedding).
+Position-embedding interpolation for other image sizes is not implemented: the image must be
+`image_size` x `image_size`.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from edjax.configs import ConfigError, ViTConfig
+from edjax.models import layers
+from edjax.models.outputs import ModelOutput
+
+Array = jax.Array
+
+
+def block_config(config: ViTConfig) -> layers.BlockConfig:
+  if not config.qkv_bias:
+    raise ConfigError("qkv_bias=False is not supported: edjax's attention always has q/k/v "
+                      "biases (set qkv_bias=True)")
+  return layers.BlockConfig(
+      hidden_size=config.hidden_size, num_heads=config.num_attention_heads,
+      intermediate_size=config.intermediate_size, activation=config.hidden_act,
+      layer_norm_eps=config.layer_norm_eps, pre_layer_norm=True,
+      cross_attention=False, dropout_rate=config.hidden_dropout_prob,
+      attention_dropout_rate=config.attention_probs_dropout_prob,
+      init_std=config.initializer_range)
+
+
+def check_pixel_values(config: ViTConfig, pixel_values: Array) -> None:
+  """Raises a ValueError naming the problem when pixel_values does not fit the config."""
+  shape = tuple(pixel_values.shape)
+  want = (config.num_channels, config.image_size, config.image_size)
+  if len(shape) != 4:
+    raise ValueError(f"pixel_values must be [batch, channels, height, width] (NCHW, as HF); "
+                     f"got shape {shape} (rank {len(shape)})")
+  if shape[1] != config.num_channels:
+    hint = (" (it looks channels-last: transpose it to NCHW)"
+            if shape[-1] == config.num_channels else "")
+    raise ValueError(f"pixel_values has {shape[1]} channels in dim 1; the {config.model_type} "
+                     f"config expects num_channels={config.num_channels}{hint}; got shape {shape}")
+  if shape[2:] != want[1:]:
+    raise ValueError(f"pixel_values image size {shape[2]}x{shape[3]} does not match the "
+                     f"{config.model_type} config's image_size {config.image_size}x"
+                     f"{config.image_size}; resize the images (position-embedding interpolation "
+                     "is not supported)")
+
+
+class ViTEmbeddings(nn.Module):
+  """Patch projection, [CLS] (+ DeiT distillation) token, position embeddings, dropout."""
+
+  config: ViTConfig
+  dtype: jnp.dtype = jnp.float32
+
+  def setup(self):
+    cfg, std = self.config, self.config.initializer_range
+    p, hidden = cfg.patch_size, cfg.hidden_size
+    self.patch_embeddings = nn.Conv(
+        hidden, kernel_size=(p, p), strides=(p, p), padding="VALID", dtype=self.dtype,
+        param_dtype=jnp.float32,
+        kernel_init=layers.normal_init(std, (None, None, None, "embed")),  # HWIO
+        bias_init=layers.zeros_init(("embed",)))
+    self.cls_token = self.param("cls_token", layers.normal_init(std, (None, None, "embed")),
+                                (1, 1, hidden), jnp.float32)
+    if self.config.model_type == "deit":
+      self.distillation_token = self.param(
+          "distillation_token", layers.normal_init(std, (None, None, "embed")), (1, 1, hidden),
+          jnp.float32)
+    self.position_embeddings = self.param(
+        "position_embeddings", layers.normal_init(std, (None, "length", "embed")),
+        (1, cfg.max_positions, hidden), jnp.float32)
+    self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
+
+  def __call__(self, pixel_values: Array, deterministic: bool = True) -> Array:
+    """pixel_values [batch, C, H, W] -> [batch, special + patches, hidden]."""
+    batch = pixel_values.shape[0]
+    x = jnp.transpose(pixel_values, (0, 2, 3, 1)).astype(self.dtype)  # NHWC
+    x = self.patch_embeddings(x)  # [batch, H/p, W/p, hidden]
+    x = x.reshape(batch, -1, x.shape[-1])  # row-major patches, as torch's flatten(2)
+    special = [self.cls_token]
+    if self.config.model_type == "deit":
+      special.append(self.distillation_token)
+    special = [jnp.broadcast_to(t, (batch, 1, x.shape[-1])).astype(x.dtype) for t in special]
+    x = jnp.concatenate(special + [x], axis=1) + self.position_embeddings
+    return self.dropout(x, deterministic=deterministic).astype(self.dtype)
+
+
+class ViTModel(nn.Module):
+  """transformers.ViTModel / DeiTModel (chosen by `config.model_type`)."""
+
+  config: ViTConfig
+  add_pooling_layer: bool = True
+  dtype: jnp.dtype = jnp.float32
+
+  def setup(self):
+    cfg = self.config
+    self.embeddings = ViTEmbeddings(cfg, self.dtype)
+    self.encoder = layers.TransformerStack(block_config(cfg), cfg.num_hidden_layers, self.dtype)
+    self.layernorm = layers.layer_norm(cfg.layer_norm_eps, self.dtype)
+    if self.add_pooling_layer:
+      self.pooler = layers.dense(cfg.pooler_size, ("embed", "mlp"), cfg.initializer_range,
+                                 self.dtype)
+
+  def __call__(self, pixel_values: Array, deterministic: bool = True,
+               output_hidden_states: bool = False, output_attentions: bool = False) -> ModelOutput:
+    """pixel_values [batch, C, H, W] float -> last_hidden_state [batch, seq, hidden]."""
+    check_pixel_values(self.config, pixel_values)
+    x = self.embeddings(pixel_values, deterministic)
+    x, hidden_states, attentions, _ = self.encoder(
+        x, deterministic=deterministic, output_hidden_states=output_hidden_states,
+        output_attentions=output_attentions)
+    x = self.layernorm(x).astype(self.dtype)
+    pooled = None
+    if self.add_pooling_layer:
+      pooled = layers.get_activation(self.config.pooler_act)(self.pooler(x[:, 0]))
+    return ModelOutput(last_hidden_state=x, pooler_output=pooled, hidden_states=hidden_states,
+                       attentions=attentions)

@@ -92,8 +92,24 @@ class _HFConfig:
     raise NotImplementedError
 
 
+class _HFLayerNames:
+  """Uniform accessors for configs that use HF's num_hidden_layers / num_attention_heads names."""
+
+  @property
+  def num_layers(self) -> int:
+    return self.num_hidden_layers
+
+  @property
+  def num_heads(self) -> int:
+    return self.num_attention_heads
+
+  @property
+  def dropout_rate(self) -> float:
+    return self.hidden_dropout_prob
+
+
 @dataclasses.dataclass(frozen=True)
-class BertConfig(_HFConfig):
+class BertConfig(_HFLayerNames, _HFConfig):
   """transformers.BertConfig fields (BERT, also the base of RoBERTa)."""
 
   model_type: ClassVar[str] = "bert"
@@ -121,21 +137,9 @@ class BertConfig(_HFConfig):
   extra: tuple = ()
 
   @property
-  def num_layers(self) -> int:
-    return self.num_hidden_layers
-
-  @property
-  def num_heads(self) -> int:
-    return self.num_attention_heads
-
-  @property
   def max_positions(self) -> int:
     """Longest sequence the position table covers (RoBERTa loses padding_idx + 1 slots)."""
     return self.max_position_embeddings
-
-  @property
-  def dropout_rate(self) -> float:
-    return self.hidden_dropout_prob
 
 
 @dataclasses.dataclass(frozen=True)
@@ -213,7 +217,7 @@ class GPT2Config(_HFConfig):
 
 
 @dataclasses.dataclass(frozen=True)
-class ViTConfig(_HFConfig):
+class ViTConfig(_HFLayerNames, _HFConfig):
   """transformers.ViTConfig fields (the ViT image encoder)."""
 
   model_type: ClassVar[str] = "vit"
@@ -241,14 +245,6 @@ class ViTConfig(_HFConfig):
   num_special_tokens: ClassVar[int] = 1
 
   @property
-  def num_layers(self) -> int:
-    return self.num_hidden_layers
-
-  @property
-  def num_heads(self) -> int:
-    return self.num_attention_heads
-
-  @property
   def num_patches(self) -> int:
     return (self.image_size // self.patch_size) ** 2
 
@@ -260,10 +256,6 @@ class ViTConfig(_HFConfig):
   @property
   def pooler_size(self) -> int:
     return self.pooler_output_size if self.pooler_output_size else self.hidden_size
-
-  @property
-  def dropout_rate(self) -> float:
-    return self.hidden_dropout_prob
 
 
 @dataclasses.dataclass(frozen=True)

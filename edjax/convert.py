@@ -136,14 +136,20 @@ def _is_ignored(name: str) -> bool:
 
 # ----------------------------------------------------------------------------- per-architecture tables
 
-def _bert_attention(hf: str, flax: str, norm: str, heads: int) -> list[Rule]:
+def _attention(qkv: str, out: str, flax: str, heads: int) -> list[Rule]:
+  """torch-Linear q/k/v at `{qkv}.{query,key,value}` and output at `{out}` -> the shared Attention."""
   rules = []
   for proj in ("query", "key", "value"):
-    rules += [_rule(f"{hf}.self.{proj}.weight", f"{flax}/{proj}/kernel", to_heads(heads, True)),
-              _rule(f"{hf}.self.{proj}.bias", f"{flax}/{proj}/bias", bias_to_heads(heads))]
-  rules += [_rule(f"{hf}.output.dense.weight", f"{flax}/out/kernel", from_heads(heads, True)),
-            _rule(f"{hf}.output.dense.bias", f"{flax}/out/bias", identity())]
-  return rules + _norm(f"{hf}.output.LayerNorm", norm)
+    rules += [_rule(f"{qkv}.{proj}.weight", f"{flax}/{proj}/kernel", to_heads(heads, True)),
+              _rule(f"{qkv}.{proj}.bias", f"{flax}/{proj}/bias", bias_to_heads(heads))]
+  return rules + [_rule(f"{out}.weight", f"{flax}/out/kernel", from_heads(heads, True)),
+                  _rule(f"{out}.bias", f"{flax}/out/bias", identity())]
+
+
+def _bert_attention(hf: str, flax: str, norm: str, heads: int) -> list[Rule]:
+  """BERT / RoBERTa `attention` or `crossattention` block: projections + post-LN."""
+  return (_attention(f"{hf}.self", f"{hf}.output.dense", flax, heads)
+          + _norm(f"{hf}.output.LayerNorm", norm))
 
 
 def bert_body_rules(config: BertConfig, hf: str, flax: str, pooler: bool) -> list[Rule]:
@@ -180,14 +186,8 @@ def vit_body_rules(config: ViTConfig, hf: str, flax: str, pooler: bool) -> list[
                   f"{flax}embeddings/patch_embeddings/bias", identity())]
   for i in range(config.num_hidden_layers):
     src, dst = f"{hf}encoder.layer.{i}", f"{flax}encoder/layers_{i}"
-    for proj in ("query", "key", "value"):
-      rules += [_rule(f"{src}.attention.attention.{proj}.weight", f"{dst}/self_attn/{proj}/kernel",
-                      to_heads(h, True)),
-                _rule(f"{src}.attention.attention.{proj}.bias", f"{dst}/self_attn/{proj}/bias",
-                      bias_to_heads(h))]
-    rules += [_rule(f"{src}.attention.output.dense.weight", f"{dst}/self_attn/out/kernel",
-                    from_heads(h, True)),
-              _rule(f"{src}.attention.output.dense.bias", f"{dst}/self_attn/out/bias", identity())]
+    rules += _attention(f"{src}.attention.attention", f"{src}.attention.output.dense",
+                        f"{dst}/self_attn", h)
     rules += _norm(f"{src}.layernorm_before", f"{dst}/self_attn_norm")
     rules += _norm(f"{src}.layernorm_after", f"{dst}/mlp_norm")
     rules += _linear(f"{src}.intermediate.dense", f"{dst}/mlp/fc_in")

@@ -54,7 +54,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   ))
   c.data = ml_collections.ConfigDict(dict(
       name="wiki_split", train_splits=("tune", "validation"), eval_split="test",
-      eval_examples=200, max_source_length=64, max_target_length=64, data_dir="",
+      eval_examples=200, eval_offset=0, max_source_length=64, max_target_length=64, data_dir="",
       tokenizer="", decoder_tokenizer="", tsv_train="", tsv_eval=""))
   c.eval = ml_collections.ConfigDict(dict(
       batch_size=32, num_generate=200, num_beams=4, max_length=64, min_length=0,

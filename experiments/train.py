@@ -150,6 +150,21 @@ def make_train_step(model, optimizer, config):
 # ----------------------------------------------------------------------------- eval
 
 
+def make_eval_loss_fn(model, ids: dict):
+  """Jitted (params, batch) -> (sum of token losses, token count), dropout off; `ids` holds the
+  tokenizer's pad_token_id and decoder_start_token_id."""
+
+  @jax.jit
+  def eval_loss_fn(params, batch):
+    dec_in = losses.shift_tokens_right(batch["labels"], ids["pad_token_id"],
+                                       ids["decoder_start_token_id"])
+    out = model.apply({"params": params}, input_ids=batch["input_ids"],
+                      attention_mask=batch["attention_mask"], decoder_input_ids=dec_in,
+                      decoder_attention_mask=batch["decoder_attention_mask"])
+    return losses.seq2seq_loss(out.logits, batch["labels"], return_count=True)
+  return eval_loss_fn
+
+
 def evaluate(model, params, eval_set, eval_loss_fn, config, dec_tok, step, workdir, shard_batch):
   """Eval loss over the eval split subset, then generation + metrics on the first num_generate."""
   total, count = 0.0, 0
@@ -251,14 +266,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                        in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, rep),
                        donate_argnums=(0,))
 
-  @jax.jit
-  def eval_loss_fn(params, batch):
-    dec_in = losses.shift_tokens_right(batch["labels"], ids["pad_token_id"],
-                                       ids["decoder_start_token_id"])
-    out = model.apply({"params": params}, input_ids=batch["input_ids"],
-                      attention_mask=batch["attention_mask"], decoder_input_ids=dec_in,
-                      decoder_attention_mask=batch["decoder_attention_mask"])
-    return losses.seq2seq_loss(out.logits, batch["labels"], return_count=True)
+  eval_loss_fn = make_eval_loss_fn(model, ids)
 
   # --- checkpoint
   ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"),

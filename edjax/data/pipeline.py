@@ -101,6 +101,8 @@ def get_config(name: str = "wiki_split") -> ml_collections.ConfigDict:
   eval_split         default 'test' for wiki_split, 'validation' for cnn_dailymail / xsum
   eval_examples      size of the fixed eval subset (default 200; <= 0: the whole split)
   eval_order         'shuffled' (default: a fixed seed-0 permutation) or 'file' (first N rows)
+  eval_offset        the subset starts at this position of that order (default 0), so disjoint
+                     subsets of one split can serve as dev (model selection) and test
   max_source_length  encoder length, specials included (default 128)
   max_target_length  label length, eos included (default 128)
   data_dir           wiki_split: the folder of the TSVs (default $EDJAX_DATA_DIR/wiki_split);
@@ -116,7 +118,7 @@ def get_config(name: str = "wiki_split") -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(dict(
       name=name, train_splits=tuple(_DATASET_DEFAULTS[name]["train_splits"]),
       eval_split=_DATASET_DEFAULTS[name]["eval_split"], eval_examples=200, eval_order="shuffled",
-      max_source_length=128, max_target_length=128, data_dir="", download=True, tsv_train="",
+      eval_offset=0, max_source_length=128, max_target_length=128, data_dir="", download=True, tsv_train="",
       tsv_eval=""))
 
 
@@ -416,10 +418,13 @@ def _eval_pairs(cfg, name: str) -> list[tuple[str, str]]:
   """The fixed eval subset (see the module docstring)."""
   base = _base_name(name)
   n = int(_get(cfg, "eval_examples", 200))
+  offset = int(_get(cfg, "eval_offset", 0))
+  if offset < 0:
+    raise ValueError(f"data.eval_offset must be >= 0, got {offset}")
   order = _get(cfg, "eval_order", "shuffled")
   if order not in ("shuffled", "file"):
     raise ValueError(f"data.eval_order must be 'shuffled' or 'file', got {order!r}")
-  limit = n if (order == "file" and n > 0) else None
+  limit = offset + n if (order == "file" and n > 0) else None
   data_dir = _get(cfg, "data_dir", None)
   if base == "tsv":
     path = _get(cfg, "tsv_eval", None)
@@ -435,7 +440,23 @@ def _eval_pairs(cfg, name: str) -> list[tuple[str, str]]:
                                            limit) for p in chunk]
   if order == "shuffled":
     pairs = [pairs[i] for i in np.random.default_rng(EVAL_SUBSET_SEED).permutation(len(pairs))]
-  return pairs[:n] if n > 0 else pairs
+  if offset >= len(pairs):
+    raise ValueError(f"data.eval_offset={offset} is past the end of the eval split "
+                     f"({len(pairs)} examples)")
+  return pairs[offset:offset + n] if n > 0 else pairs[offset:]
+
+
+def build_eval(data_config, encoder_tokenizer: Tokenizer, decoder_tokenizer: Tokenizer, *,
+               process_index: int = 0, process_count: int = 1) -> EvalSet:
+  """The `EvalSet` of `data_config` alone (no training data read): for evaluating a finished model."""
+  name = _get(data_config, "name", "wiki_split")
+  if _base_name(name) not in NAMES:
+    raise ValueError(f"unknown dataset name {name!r}: expected one of {NAMES}")
+  src_len = int(_get(data_config, "max_source_length", 128))
+  tgt_len = int(_get(data_config, "max_target_length", 128))
+  pairs = _eval_pairs(data_config, name)
+  data = tokenize(_chunks(pairs), encoder_tokenizer, decoder_tokenizer, src_len, tgt_len)
+  return EvalSet(pairs, data, process_index=process_index, process_count=process_count)
 
 
 def build(data_config, encoder_tokenizer: Tokenizer, decoder_tokenizer: Tokenizer, *,

@@ -1,16 +1,18 @@
 """edjax: warm-started encoder-decoder models in JAX (the public API)."""
 
-from edjax.configs import (BertConfig, EncoderDecoderConfig, GPT2Config, RobertaConfig,
-                           ConfigError)
+from edjax.configs import (BertConfig, ConfigError, DeiTConfig, EncoderDecoderConfig, GPT2Config,
+                           RobertaConfig, TrOCRConfig, VisionEncoderDecoderConfig, ViTConfig)
 from edjax.convert import CheckpointError
 from edjax.generate import GenerateOutput, generate
 from edjax.losses import seq2seq_loss, shift_tokens_right
-from edjax.models.encoder_decoder import EncoderDecoderModel
+from edjax.models.encoder_decoder import EncoderDecoderModel, VisionEncoderDecoderModel
 from edjax.pretrained import (export_params, from_config, from_encoder_decoder_pretrained,
                               from_pretrained, save_pretrained)
 
 __all__ = [
-    "BertConfig", "RobertaConfig", "GPT2Config", "EncoderDecoderConfig", "EncoderDecoderModel",
-    "ConfigError", "CheckpointError", "from_pretrained", "from_encoder_decoder_pretrained",
-    "from_config", "save_pretrained", "export_params", "generate", "GenerateOutput", "shift_tokens_right", "seq2seq_loss",
+    "BertConfig", "RobertaConfig", "GPT2Config", "ViTConfig", "DeiTConfig", "TrOCRConfig",
+    "EncoderDecoderConfig", "VisionEncoderDecoderConfig", "EncoderDecoderModel",
+    "VisionEncoderDecoderModel", "ConfigError", "CheckpointError", "from_pretrained",
+    "from_encoder_decoder_pretrained", "from_config", "save_pretrained", "export_params",
+    "generate", "GenerateOutput", "shift_tokens_right", "seq2seq_loss",
 ]

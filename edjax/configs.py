@@ -230,8 +230,8 @@ class ViTConfig(_HFLayerNames, _HFConfig):
   attention_probs_dropout_prob: float = 0.0
   initializer_range: float = 0.02
   layer_norm_eps: float = 1e-12
-  image_size: int = 224
-  patch_size: int = 16
+  image_size: int | tuple[int, int] = 224  # or [height, width], as HF accepts
+  patch_size: int | tuple[int, int] = 16
   num_channels: int = 3
   qkv_bias: bool = True
   encoder_stride: int = 16
@@ -244,9 +244,30 @@ class ViTConfig(_HFLayerNames, _HFConfig):
   # Special tokens prepended to the patch sequence: [CLS] (DeiT adds a distillation token).
   num_special_tokens: ClassVar[int] = 1
 
+  def __post_init__(self):
+    super().__post_init__()
+    for name in ("image_size", "patch_size"):  # JSON lists -> tuples (hashable, frozen)
+      value = getattr(self, name)
+      if isinstance(value, list):
+        object.__setattr__(self, name, tuple(value))
+
+  @staticmethod
+  def _pair(value) -> tuple[int, int]:
+    return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
+
+  @property
+  def image_hw(self) -> tuple[int, int]:
+    """(height, width) of the input images."""
+    return self._pair(self.image_size)
+
+  @property
+  def patch_hw(self) -> tuple[int, int]:
+    return self._pair(self.patch_size)
+
   @property
   def num_patches(self) -> int:
-    return (self.image_size // self.patch_size) ** 2
+    (h, w), (ph, pw) = self.image_hw, self.patch_hw
+    return (h // ph) * (w // pw)
 
   @property
   def max_positions(self) -> int:
@@ -266,12 +287,75 @@ class DeiTConfig(ViTConfig):
   num_special_tokens: ClassVar[int] = 2
 
 
+@dataclasses.dataclass(frozen=True)
+class TrOCRConfig(_HFConfig):
+  """transformers.TrOCRConfig fields (the TrOCR text decoder: post-LN, BART-style names)."""
+
+  model_type: ClassVar[str] = "trocr"
+  vocab_size: int = 50265
+  d_model: int = 1024
+  decoder_layers: int = 12
+  decoder_attention_heads: int = 16
+  decoder_ffn_dim: int = 4096
+  activation_function: str = "gelu"
+  max_position_embeddings: int = 512
+  dropout: float = 0.1
+  attention_dropout: float = 0.0
+  activation_dropout: float = 0.0
+  init_std: float = 0.02
+  decoder_layerdrop: float = 0.0
+  use_cache: bool = True
+  scale_embedding: bool = False
+  use_learned_position_embeddings: bool = True
+  layernorm_embedding: bool = True
+  pad_token_id: int | None = 1
+  bos_token_id: int | None = 0
+  eos_token_id: int | None = 2
+  decoder_start_token_id: int | None = 2
+  is_decoder: bool = False
+  add_cross_attention: bool = False
+  cross_attention_hidden_size: int | None = None
+  tie_word_embeddings: bool = True
+  extra: tuple = ()
+
+  layer_norm_eps: ClassVar[float] = 1e-5  # torch.nn.LayerNorm's default, used by TrOCR
+
+  @property
+  def hidden_size(self) -> int:
+    return self.d_model
+
+  @property
+  def num_layers(self) -> int:
+    return self.decoder_layers
+
+  @property
+  def num_heads(self) -> int:
+    return self.decoder_attention_heads
+
+  @property
+  def intermediate_size(self) -> int:
+    return self.decoder_ffn_dim
+
+  @property
+  def initializer_range(self) -> float:
+    return self.init_std
+
+  @property
+  def max_positions(self) -> int:
+    return self.max_position_embeddings
+
+  @property
+  def dropout_rate(self) -> float:
+    return self.dropout
+
+
 MODEL_CONFIGS: dict[str, type[_HFConfig]] = {
     "bert": BertConfig,
     "roberta": RobertaConfig,
     "gpt2": GPT2Config,
     "vit": ViTConfig,
     "deit": DeiTConfig,
+    "trocr": TrOCRConfig,
 }
 
 
@@ -279,13 +363,15 @@ def config_from_dict(d: Mapping[str, Any]) -> _HFConfig:
   """Builds the config class named by `d['model_type']`; an unknown type is a ConfigError."""
   if "model_type" not in d:
     raise ConfigError("config has no 'model_type' key; add one of "
-                      f"{sorted(MODEL_CONFIGS) + ['encoder-decoder']}")
+                      f"{sorted(MODEL_CONFIGS) + ['encoder-decoder', 'vision-encoder-decoder']}")
   model_type = d["model_type"]
-  if model_type == EncoderDecoderConfig.model_type:
-    return EncoderDecoderConfig.from_dict(d)
+  for composite in (EncoderDecoderConfig, VisionEncoderDecoderConfig):
+    if model_type == composite.model_type:
+      return composite.from_dict(d)
   if model_type not in MODEL_CONFIGS:
     raise ConfigError(f"unknown model_type {model_type!r}: edjax supports "
-                      f"{sorted(MODEL_CONFIGS)} (and 'encoder-decoder' composites)")
+                      f"{sorted(MODEL_CONFIGS)} (and the 'encoder-decoder' / "
+                      "'vision-encoder-decoder' composites)")
   return MODEL_CONFIGS[model_type].from_dict(d)
 
 
@@ -357,6 +443,32 @@ class EncoderDecoderConfig:
     """HF adds `enc_to_dec_proj` when widths differ and the decoder sets no cross width."""
     return (self.encoder.hidden_size != self.decoder.hidden_size
             and self.decoder.cross_attention_hidden_size is None)
+
+
+VISION_MODEL_TYPES = ("vit", "deit")
+
+
+@dataclasses.dataclass(frozen=True)
+class VisionEncoderDecoderConfig(EncoderDecoderConfig):
+  """transformers.VisionEncoderDecoderConfig: an image encoder (ViT, DeiT) + a text decoder."""
+
+  model_type: ClassVar[str] = "vision-encoder-decoder"
+  encoder: _HFConfig = dataclasses.field(default_factory=ViTConfig)
+
+  def __post_init__(self):
+    if self.encoder.model_type not in VISION_MODEL_TYPES:
+      raise ConfigError(f"a vision-encoder-decoder needs an image encoder ({VISION_MODEL_TYPES}), "
+                        f"got {self.encoder.model_type!r}; use EncoderDecoderConfig for text encoders")
+
+  def __hash__(self):
+    return hash((self.model_type, super().__hash__()))
+
+
+def join_configs(encoder: _HFConfig, decoder: _HFConfig, **kwargs) -> EncoderDecoderConfig:
+  """The composite config of an encoder and a decoder: VisionEncoderDecoderConfig for an image
+  encoder, else EncoderDecoderConfig (kwargs: tie_encoder_decoder and the special token ids)."""
+  cls = VisionEncoderDecoderConfig if encoder.model_type in VISION_MODEL_TYPES else EncoderDecoderConfig
+  return cls.from_encoder_decoder_configs(encoder, decoder, **kwargs)
 
 
 def load_config_file(path: str) -> Any:

@@ -17,7 +17,8 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from edjax.configs import BertConfig, ConfigError, EncoderDecoderConfig, GPT2Config, ViTConfig
+from edjax.configs import (BertConfig, ConfigError, EncoderDecoderConfig, GPT2Config, TrOCRConfig,
+                           ViTConfig)
 
 ToFlax = Callable[[np.ndarray], tuple]
 ToHF = Callable[[tuple], np.ndarray]
@@ -127,6 +128,8 @@ IGNORED_HF_KEYS = (
     r"(^|\.)cls\.predictions\.decoder\.weight$",
     r"(^|\.)lm_head\.decoder\.weight$",
     r"(^|\.)lm_head\.weight$",
+    r"(^|\.)output_projection\.weight$",
+    r"(^|\.)embed_positions\._float_tensor$",
 )
 
 
@@ -136,12 +139,13 @@ def _is_ignored(name: str) -> bool:
 
 # ----------------------------------------------------------------------------- per-architecture tables
 
-def _attention(qkv: str, out: str, flax: str, heads: int) -> list[Rule]:
-  """torch-Linear q/k/v at `{qkv}.{query,key,value}` and output at `{out}` -> the shared Attention."""
+def _attention(qkv: str, out: str, flax: str, heads: int,
+               names: Sequence[str] = ("query", "key", "value")) -> list[Rule]:
+  """torch-Linear q/k/v at `{qkv}.{names}` and output at `{out}` -> the shared Attention."""
   rules = []
-  for proj in ("query", "key", "value"):
-    rules += [_rule(f"{qkv}.{proj}.weight", f"{flax}/{proj}/kernel", to_heads(heads, True)),
-              _rule(f"{qkv}.{proj}.bias", f"{flax}/{proj}/bias", bias_to_heads(heads))]
+  for proj, name in zip(("query", "key", "value"), names):
+    rules += [_rule(f"{qkv}.{name}.weight", f"{flax}/{proj}/kernel", to_heads(heads, True)),
+              _rule(f"{qkv}.{name}.bias", f"{flax}/{proj}/bias", bias_to_heads(heads))]
   return rules + [_rule(f"{out}.weight", f"{flax}/out/kernel", from_heads(heads, True)),
                   _rule(f"{out}.bias", f"{flax}/out/bias", identity())]
 
@@ -247,6 +251,33 @@ def gpt2_lm_head_rules(config: GPT2Config, hf: str, flax: str) -> list[Rule]:
   return [_rule(f"{hf}lm_head.weight", f"{flax}lm_head/kernel", linear())]
 
 
+def trocr_rules(config: TrOCRConfig, hf: str, flax: str) -> list[Rule]:
+  """TrOCRForCausalLM: `model.decoder` (BART-style names, post-LN) + `output_projection`."""
+  h = config.decoder_attention_heads
+  src_root, dst_root = f"{hf}model.decoder", f"{flax}model/decoder"
+  rules = [_rule(f"{src_root}.embed_tokens.weight", f"{dst_root}/embed_tokens/embedding", identity())]
+  if config.use_learned_position_embeddings:
+    rules.append(_rule(f"{src_root}.embed_positions.weight",
+                       f"{dst_root}/embed_positions/embedding", identity()))
+  if config.layernorm_embedding:
+    rules += _norm(f"{src_root}.layernorm_embedding", f"{dst_root}/layernorm_embedding")
+  qkv = ("q_proj", "k_proj", "v_proj")
+  for i in range(config.decoder_layers):
+    src, dst = f"{src_root}.layers.{i}", f"{dst_root}/layers/layers_{i}"
+    rules += _attention(f"{src}.self_attn", f"{src}.self_attn.out_proj", f"{dst}/self_attn", h, qkv)
+    rules += _norm(f"{src}.self_attn_layer_norm", f"{dst}/self_attn_norm")
+    if config.add_cross_attention:
+      rules += _attention(f"{src}.encoder_attn", f"{src}.encoder_attn.out_proj",
+                          f"{dst}/cross_attn", h, qkv)
+      rules += _norm(f"{src}.encoder_attn_layer_norm", f"{dst}/cross_attn_norm")
+    rules += _linear(f"{src}.fc1", f"{dst}/mlp/fc_in")
+    rules += _linear(f"{src}.fc2", f"{dst}/mlp/fc_out")
+    rules += _norm(f"{src}.final_layer_norm", f"{dst}/mlp_norm")
+  if not config.tie_word_embeddings:
+    rules.append(_rule(f"{hf}output_projection.weight", f"{flax}output_projection/kernel", linear()))
+  return rules
+
+
 BASE_PREFIX = {"bert": "bert", "roberta": "roberta", "gpt2": "transformer"}
 
 
@@ -260,7 +291,8 @@ def encoder_rules(config, hf: str = "", flax: str = "") -> list[Rule]:
 
 
 def decoder_rules(config, hf: str = "", flax: str = "") -> list[Rule]:
-  """Rules of a causal LM (BertLMHeadModel / RobertaForCausalLM / GPT2LMHeadModel)."""
+  """Rules of a causal LM (BertLMHeadModel / RobertaForCausalLM / GPT2LMHeadModel /
+  TrOCRForCausalLM)."""
   base = BASE_PREFIX.get(config.model_type)
   if config.model_type in ("bert", "roberta"):
     return (bert_body_rules(config, f"{hf}{base}.", f"{flax}{base}/", pooler=False)
@@ -268,16 +300,31 @@ def decoder_rules(config, hf: str = "", flax: str = "") -> list[Rule]:
   if config.model_type == "gpt2":
     return (gpt2_body_rules(config, f"{hf}{base}.", f"{flax}{base}/")
             + gpt2_lm_head_rules(config, hf, flax))
+  if config.model_type == "trocr":
+    return trocr_rules(config, hf, flax)
   raise ConfigError(f"model_type {config.model_type!r} has no decoder conversion rules")
 
 
 def encoder_decoder_rules(config: EncoderDecoderConfig) -> list[Rule]:
-  """Rules of a full transformers EncoderDecoderModel checkpoint."""
+  """Rules of a full transformers EncoderDecoderModel / VisionEncoderDecoderModel checkpoint
+  (both name their parts encoder. / decoder. / enc_to_dec_proj.)."""
   rules = encoder_rules(config.encoder, "encoder.", "encoder/")
   rules += decoder_rules(config.decoder, "decoder.", "decoder/")
   if config.needs_enc_to_dec_proj:
     rules += _linear("enc_to_dec_proj", "enc_to_dec_proj")
   return rules
+
+
+def hf_buffers(config: EncoderDecoderConfig) -> dict[str, np.ndarray]:
+  """Persistent HF buffers with no edjax param that transformers expects in a checkpoint.
+
+  TrOCR's sinusoidal positions register `_float_tensor` (a 1-element dtype carrier, its value
+  unused); without it transformers reports a missing key.
+  """
+  dec = config.decoder
+  if dec.model_type == "trocr" and not dec.use_learned_position_embeddings:
+    return {"decoder.model.decoder.embed_positions._float_tensor": np.zeros((1,), np.float32)}
+  return {}
 
 
 # ----------------------------------------------------------------------------- apply rules

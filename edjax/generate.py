@@ -416,7 +416,8 @@ def generate(model, params, input_ids=None, attention_mask=None, pixel_values=No
              **settings) -> GenerateOutput:
   """Generates with transformers' `generate` semantics, as one compiled search.
 
-  Text models take input_ids [batch, src_len] (+ attention_mask); settings are the HF keywords
+  Text models take input_ids [batch, src_len] (+ attention_mask), vision models (ViT / DeiT
+  encoders) pixel_values [batch, channels, height, width]; settings are the HF keywords
   (max_length, max_new_tokens, min_length, num_beams, do_sample, temperature, top_k, top_p,
   length_penalty, early_stopping, no_repeat_ngram_size, repetition_penalty,
   num_return_sequences, decoder_start_token_id, eos_token_id, pad_token_id,
@@ -430,11 +431,15 @@ def generate(model, params, input_ids=None, attention_mask=None, pixel_values=No
   """
   s = resolve_settings(model, **settings)
   if pixel_values is not None:
+    if input_ids is not None:
+      raise ValueError("pass pixel_values (vision encoders) or input_ids (text encoders), not both")
     inputs = {"pixel_values": pixel_values if isinstance(pixel_values, jax.Array)
               else np.asarray(pixel_values, np.float32)}
+    model._check_inputs(inputs)  # a text model, or NCHW / image-size mistakes: clear errors
   else:
     if input_ids is None:
       raise ValueError("generate needs input_ids (text encoders) or pixel_values (vision encoders)")
+    model._check_inputs({"input_ids": input_ids})  # ids in range / length, before padding
     ids = np.asarray(input_ids) if not isinstance(input_ids, jax.Array) else input_ids
     if ids.ndim != 2:
       raise ValueError(f"input_ids must be [batch, length], got shape {tuple(ids.shape)}")
@@ -453,7 +458,6 @@ def generate(model, params, input_ids=None, attention_mask=None, pixel_values=No
       ids = xp.pad(ids, ((0, 0), (0, target - length)), constant_values=pad_id)
       mask = (jnp if isinstance(mask, jax.Array) else np).pad(mask, ((0, 0), (0, target - length)))
     inputs = {"input_ids": ids.astype(np.int32), "attention_mask": mask.astype(np.int32)}
-    model._check_inputs({"input_ids": input_ids})  # ids in range / length, before padding
   if prng_key is None:
     prng_key = jax.random.PRNGKey(0)
   elif isinstance(prng_key, int):

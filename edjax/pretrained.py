@@ -24,7 +24,7 @@ from edjax import configs, convert
 from edjax.configs import ConfigError, EncoderDecoderConfig
 from edjax.convert import CheckpointError
 from edjax.models import registry
-from edjax.models.encoder_decoder import EncoderDecoderModel
+from edjax.models.encoder_decoder import EncoderDecoderModel, model_for_config
 
 log = logging.getLogger("edjax")
 
@@ -87,8 +87,11 @@ def _merge(model: EncoderDecoderModel, fresh_flat: dict, loaded_flat: dict):
 def from_config(config: EncoderDecoderConfig | dict, rng: int | jax.Array = 0, dtype=np.float32):
   """Random-init model and params for a config (object or HF config.json dict)."""
   if isinstance(config, dict):
-    config = EncoderDecoderConfig.from_dict(config)
-  model = EncoderDecoderModel(config, dtype=dtype)
+    config = configs.config_from_dict(config)
+    if not isinstance(config, EncoderDecoderConfig):
+      raise ConfigError(f"from_config needs an encoder-decoder or vision-encoder-decoder config, "
+                        f"got model_type {config.model_type!r}")
+  model = model_for_config(config, dtype=dtype)
   return model, model.init(rng)
 
 
@@ -98,7 +101,7 @@ def from_config(config: EncoderDecoderConfig | dict, rng: int | jax.Array = 0, d
 def _load_part(model, role: str, path: str, part_config) -> tuple[dict, convert.LoadReport]:
   """Converts one single-model checkpoint (with or without its base-model prefix) for `role`."""
   arch = registry.get(part_config.model_type)
-  state = convert.with_prefix(convert.read_state_dict(path), arch.decoder_base_prefix + ".",
+  state = convert.with_prefix(convert.read_state_dict(path), arch.base_model_prefix + ".",
                               want=(role == "decoder"))
   rules_fn = convert.encoder_rules if role == "encoder" else convert.decoder_rules
   flat, report = convert.hf_to_flax(state, rules_fn(part_config, "", f"{role}/"),
@@ -119,7 +122,8 @@ def _load_part(model, role: str, path: str, part_config) -> tuple[dict, convert.
 
 def _fresh_in_warm_start(name: str) -> bool:
   """Tensors a warm start may initialise: cross-attention, LM head, pooler (HF does the same)."""
-  fresh = ("crossattention", "ln_cross_attn", "cls.predictions", "lm_head.", "pooler.")
+  fresh = ("crossattention", "ln_cross_attn", "encoder_attn", "cls.predictions", "lm_head.",
+           "output_projection.", "pooler.")
   return any(f in name for f in fresh)
 
 
@@ -152,9 +156,8 @@ def from_encoder_decoder_pretrained(encoder_path: str, decoder_path: str, rng: i
     # As HF: a decoder checkpoint (e.g. BertLMHeadModel) used as the encoder is not causal.
     enc_cfg = enc_cfg.replace(is_decoder=False, add_cross_attention=False)
   ids = {k: top.get(k, getattr(dec_cfg, k, None)) for k in SPECIAL_TOKEN_KEYS}
-  config = EncoderDecoderConfig.from_encoder_decoder_configs(
-      enc_cfg, dec_cfg, tie_encoder_decoder=tie_encoder_decoder, **ids)
-  model = EncoderDecoderModel(config, dtype=dtype)
+  config = configs.join_configs(enc_cfg, dec_cfg, tie_encoder_decoder=tie_encoder_decoder, **ids)
+  model = model_for_config(config, dtype=dtype)
   flat, enc_report = _load_part(model, "encoder", encoder_path, config.encoder)
   dec_flat, dec_report = _load_part(model, "decoder", decoder_path, config.decoder)
   flat.update(dec_flat)
@@ -180,7 +183,7 @@ def _fill_tied(model: EncoderDecoderModel, flat: dict) -> None:
 
 def from_pretrained(path: str, rng: int | jax.Array = 0, dtype=np.float32, strict: bool = True,
                     output_loading_info: bool = False, **config_overrides):
-  """Loads an HF EncoderDecoderModel directory or an edjax export.
+  """Loads an HF EncoderDecoderModel / VisionEncoderDecoderModel directory or an edjax export.
 
   strict=True (default): a missing or unexpected tensor is a CheckpointError that lists them;
   strict=False initialises missing tensors randomly and ignores unexpected ones (with a warning).
@@ -197,7 +200,7 @@ def from_pretrained(path: str, rng: int | jax.Array = 0, dtype=np.float32, stric
     config = config.replace(**fill)
   if config_overrides:
     config = config.replace(**config_overrides)
-  model = EncoderDecoderModel(config, dtype=dtype)
+  model = model_for_config(config, dtype=dtype)
   if os.path.exists(gen_path):  # generate() reads its defaults (num_beams, max_length, ...) here
     model.generation_defaults = _read_json(gen_path)
   msgpack = os.path.join(path, FLAX_PARAMS_FILE)
@@ -288,10 +291,11 @@ def save_pretrained(model: EncoderDecoderModel, params, out_dir: str) -> None:
   _check_tree(model, params, "params")
   full = _to_flat_np(model.untie_params(jax.device_get(params)))
   state = convert.flax_to_hf(full, convert.encoder_decoder_rules(config))
+  state.update(convert.hf_buffers(config))
   state = {k: np.ascontiguousarray(v.astype(np.float32) if v.dtype.kind == "f" else v)
            for k, v in state.items()}
   config_dict = config.to_dict()
-  config_dict.setdefault("architectures", ["EncoderDecoderModel"])
+  config_dict.setdefault("architectures", [type(model).__name__])
   files = {
       "model.safetensors": lambda p: save_file(state, p, metadata={"format": "pt"}),
       GENERATION_CONFIG_FILE: _json_bytes(generation_config_dict(config, model.generation_defaults)),

@@ -72,8 +72,7 @@ def _model_config(config) -> EncoderDecoderConfig | None:
     return None
   enc = enc.replace(**m.encoder_overrides.to_dict())
   dec = dec.replace(**m.decoder_overrides.to_dict())
-  return EncoderDecoderConfig.from_encoder_decoder_configs(enc, dec,
-                                                           tie_encoder_decoder=m.tie_encoder_decoder)
+  return edjax.configs.join_configs(enc, dec, tie_encoder_decoder=m.tie_encoder_decoder)
 
 
 def _is_workdir(path: str) -> bool:
@@ -94,7 +93,7 @@ def build_model(config, ids: dict, dtype):
         m.encoder, m.decoder, rng=config.seed, tie_encoder_decoder=m.tie_encoder_decoder,
         dtype=dtype, **kwargs)
     return model, lambda: params
-  model = edjax.EncoderDecoderModel(composite.replace(**ids), dtype=dtype)
+  model = edjax.models.encoder_decoder.model_for_config(composite.replace(**ids), dtype=dtype)
   return model, lambda: model.init(config.seed)
 
 

@@ -18,8 +18,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from edjax import losses
-from edjax.configs import ConfigError, EncoderDecoderConfig
-from edjax.models import layers, registry
+from edjax.configs import (VISION_MODEL_TYPES, ConfigError, EncoderDecoderConfig,
+                           VisionEncoderDecoderConfig)
+from edjax.models import layers, registry, vit
 from edjax.models.outputs import CausalLMOutput, ModelOutput, Seq2SeqLMOutput
 
 Array = jax.Array
@@ -40,10 +41,26 @@ class EncoderDecoderModule(nn.Module):
       self.enc_to_dec_proj = layers.dense(cfg.decoder.hidden_size, (None, "embed"),
                                           cfg.decoder.initializer_range, self.dtype)
 
-  def encode(self, input_ids: Array, attention_mask: Array | None = None,
+  @property
+  def is_vision(self) -> bool:
+    return self.config.encoder.model_type in VISION_MODEL_TYPES
+
+  def encode(self, input_ids: Array | None = None, attention_mask: Array | None = None,
              token_type_ids: Array | None = None, deterministic: bool = True,
-             output_hidden_states: bool = False, output_attentions: bool = False) -> ModelOutput:
-    """input_ids [batch, src_len] -> encoder output (last_hidden_state [batch, src_len, enc_hidden])."""
+             output_hidden_states: bool = False, output_attentions: bool = False,
+             pixel_values: Array | None = None) -> ModelOutput:
+    """input_ids [batch, src_len] (text) or pixel_values [batch, C, H, W] (vision) -> encoder
+    output (last_hidden_state [batch, src_len, enc_hidden]; vision: src_len = special + patches)."""
+    if self.is_vision:
+      if pixel_values is None:
+        raise ValueError(f"the {self.config.encoder.model_type} encoder reads pixel_values "
+                         "[batch, channels, height, width], not input_ids")
+      return self.encoder(pixel_values, deterministic=deterministic,
+                          output_hidden_states=output_hidden_states,
+                          output_attentions=output_attentions)
+    if input_ids is None:
+      raise ValueError(f"the {self.config.encoder.model_type} encoder reads input_ids "
+                       "[batch, src_len]; pixel_values need a VisionEncoderDecoderModel")
     return self.encoder(input_ids, attention_mask, token_type_ids, deterministic=deterministic,
                         output_hidden_states=output_hidden_states,
                         output_attentions=output_attentions)
@@ -76,12 +93,14 @@ class EncoderDecoderModule(nn.Module):
     return self.decoder(decoder_input_ids, decoder_attention_mask, enc, encoder_attention_mask,
                         cross_kv, decode, deterministic, output_hidden_states, output_attentions)
 
-  def __call__(self, input_ids: Array, attention_mask: Array | None = None,
+  def __call__(self, input_ids: Array | None = None, attention_mask: Array | None = None,
                decoder_input_ids: Array | None = None,
                decoder_attention_mask: Array | None = None, token_type_ids: Array | None = None,
                labels: Array | None = None, deterministic: bool = True,
                output_hidden_states: bool = False, output_attentions: bool = False,
-               label_smoothing: float = 0.0) -> Seq2SeqLMOutput:
+               label_smoothing: float = 0.0, pixel_values: Array | None = None) -> Seq2SeqLMOutput:
+    """Teacher-forced forward: encoder inputs (input_ids + attention_mask, or pixel_values) and
+    decoder_input_ids (or labels, shifted right) -> logits [batch, tgt_len, vocab] (+ loss)."""
     cfg = self.config
     if decoder_input_ids is None:
       if labels is None:
@@ -91,7 +110,9 @@ class EncoderDecoderModule(nn.Module):
       if decoder_attention_mask is None:
         decoder_attention_mask = (decoder_input_ids != cfg.pad_token_id).astype(jnp.int32)
     enc = self.encode(input_ids, attention_mask, token_type_ids, deterministic,
-                      output_hidden_states, output_attentions)
+                      output_hidden_states, output_attentions, pixel_values)
+    if self.is_vision:
+      attention_mask = None  # every patch is attended (HF passes no encoder mask)
     dec = self.decode(decoder_input_ids, enc.last_hidden_state, attention_mask,
                       decoder_attention_mask, deterministic=deterministic,
                       output_hidden_states=output_hidden_states,
@@ -197,9 +218,6 @@ def _unflat(flat: dict[str, Any]):
   return traverse_util.unflatten_dict(flat, sep="/")
 
 
-VISION_ENCODERS = ("vit", "deit")
-
-
 class EncoderDecoderModel:
   """A text encoder-decoder: `model.apply({"params": params}, ...)` like a linen module.
 
@@ -219,11 +237,12 @@ class EncoderDecoderModel:
                         f"{config.encoder.hidden_size} wide; set it to None (adds enc_to_dec_proj) "
                         "or to the encoder width")
     registry.encoder_module(config.encoder, dtype)  # fail early on a bad model_type
-    if config.encoder.model_type in VISION_ENCODERS:
-      raise ConfigError(
-          f"a {config.encoder.model_type} encoder needs the vision composite "
-          "(VisionEncoderDecoderModel, pixel_values), which is not wired up yet: edjax.models.vit "
-          "has the ViT/DeiT encoders and their converter; the composite is the next step")
+    vision = config.encoder.model_type in VISION_MODEL_TYPES
+    if vision != isinstance(self, VisionEncoderDecoderModel):
+      want = "VisionEncoderDecoderModel" if vision else "EncoderDecoderModel"
+      raise ConfigError(f"a {config.encoder.model_type} encoder belongs in a {want} (with a "
+                        f"{'Vision' if vision else ''}EncoderDecoderConfig); edjax.from_config / "
+                        "from_pretrained pick the right class")
     registry.decoder_module(config.decoder, dtype)
     self.config = config
     self.dtype = dtype
@@ -259,7 +278,7 @@ class EncoderDecoderModel:
     if not self.config.tie_encoder_decoder:
       return ()
     flat = _flat(nn.unbox(self._boxed_shapes))
-    prefix = f"decoder/{registry.get(self.config.decoder.model_type).decoder_base_prefix}/"
+    prefix = f"decoder/{registry.get(self.config.decoder.model_type).base_model_prefix}/"
     pairs = []
     for path, shape in flat.items():
       if path.startswith(prefix):
@@ -337,8 +356,12 @@ class EncoderDecoderModel:
 
   def _check_inputs(self, kwargs: dict) -> None:
     enc, dec = self.config.encoder, self.config.decoder
-    check_token_ids("input_ids", kwargs.get("input_ids"), enc.vocab_size, enc.max_positions)
-    check_mask("attention_mask", kwargs.get("attention_mask"), "input_ids", kwargs.get("input_ids"))
+    if kwargs.get("pixel_values") is not None and not isinstance(self, VisionEncoderDecoderModel):
+      raise ValueError(f"pixel_values given to a text model (a {enc.model_type} encoder reads "
+                       "input_ids); image models are VisionEncoderDecoderModels")
+    if kwargs.get("input_ids") is not None:
+      check_token_ids("input_ids", kwargs["input_ids"], enc.vocab_size, enc.max_positions)
+      check_mask("attention_mask", kwargs.get("attention_mask"), "input_ids", kwargs["input_ids"])
     decode_mode = kwargs.get("decode", False)
     check_token_ids("decoder_input_ids", kwargs.get("decoder_input_ids"), dec.vocab_size,
                     None if decode_mode else dec.max_positions)
@@ -385,3 +408,42 @@ class EncoderDecoderModel:
     return self.module.apply(variables, method=method, **linen_kwargs, **kwargs)
 
   __call__ = apply
+
+
+class VisionEncoderDecoderModel(EncoderDecoderModel):
+  """transformers.VisionEncoderDecoderModel: a ViT / DeiT image encoder + any text decoder.
+
+  The encoder reads `pixel_values` [batch, channels, height, width] (NCHW, as HF) where the text
+  composite reads input_ids + attention_mask; every patch is attended, so there is no encoder
+  mask. Everything else (decode, cross_kv, cache, enc_to_dec_proj) is EncoderDecoderModel's.
+  """
+
+  def __init__(self, config: VisionEncoderDecoderConfig, dtype: jnp.dtype = jnp.float32):
+    if not isinstance(config, VisionEncoderDecoderConfig):
+      raise ConfigError("VisionEncoderDecoderModel needs a VisionEncoderDecoderConfig, got "
+                        f"{type(config).__name__}")
+    super().__init__(config, dtype)
+
+  def __repr__(self):
+    return (f"VisionEncoderDecoderModel({self.config.encoder.model_type}->"
+            f"{self.config.decoder.model_type})")
+
+  def _dummy_inputs(self, batch: int = 1, length: int = 4):
+    enc = self.config.encoder
+    return dict(pixel_values=jnp.zeros((batch, enc.num_channels, *enc.image_hw), jnp.float32),
+                decoder_input_ids=jnp.ones((batch, length), jnp.int32))
+
+  def _check_inputs(self, kwargs: dict) -> None:
+    if kwargs.get("input_ids") is not None or kwargs.get("attention_mask") is not None:
+      raise ValueError("a VisionEncoderDecoderModel reads pixel_values [batch, channels, height, "
+                       "width], not input_ids / attention_mask")
+    if kwargs.get("pixel_values") is not None:
+      vit.check_pixel_values(self.config.encoder, kwargs["pixel_values"])
+    super()._check_inputs(kwargs)
+
+
+def model_for_config(config: EncoderDecoderConfig, dtype: jnp.dtype = jnp.float32) -> EncoderDecoderModel:
+  """EncoderDecoderModel or VisionEncoderDecoderModel, as the config's class says."""
+  if isinstance(config, VisionEncoderDecoderConfig):
+    return VisionEncoderDecoderModel(config, dtype=dtype)
+  return EncoderDecoderModel(config, dtype=dtype)

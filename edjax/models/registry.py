@@ -8,7 +8,7 @@ from typing import Callable, Optional
 import flax.linen as nn
 
 from edjax import configs
-from edjax.models import bert, gpt2, vit
+from edjax.models import bert, gpt2, trocr, vit
 
 
 @dataclasses.dataclass(frozen=True)
@@ -20,7 +20,7 @@ class Architecture:
   decoder: Optional[Callable[..., nn.Module]]  # causal LM with cross-attention
   hf_encoder_class: Optional[str]
   hf_decoder_class: Optional[str]
-  decoder_base_prefix: Optional[str]  # HF base_model_prefix of the causal LM
+  base_model_prefix: str  # HF base_model_prefix: a task model's body (e.g. 'bert.', 'vit.')
 
 
 ARCHITECTURES: dict[str, Architecture] = {
@@ -30,8 +30,10 @@ ARCHITECTURES: dict[str, Architecture] = {
                             "RobertaModel", "RobertaForCausalLM", "roberta"),
     "gpt2": Architecture(configs.GPT2Config, None, gpt2.GPT2LMHeadModel,
                          None, "GPT2LMHeadModel", "transformer"),
-    "vit": Architecture(configs.ViTConfig, vit.ViTModel, None, "ViTModel", None, None),
-    "deit": Architecture(configs.DeiTConfig, vit.ViTModel, None, "DeiTModel", None, None),
+    "vit": Architecture(configs.ViTConfig, vit.ViTModel, None, "ViTModel", None, "vit"),
+    "deit": Architecture(configs.DeiTConfig, vit.ViTModel, None, "DeiTModel", None, "deit"),
+    "trocr": Architecture(configs.TrOCRConfig, None, trocr.TrOCRForCausalLM, None,
+                          "TrOCRForCausalLM", "model"),
 }
 
 

@@ -6,7 +6,7 @@ final LayerNorm, and a dense + `pooler_act` pooler on token 0. Inputs are `pixel
 `nn.Conv` whose kernel is HWIO (torch's Conv2d weight is OIHW; `convert.oihw_to_hwio` maps it).
 DeiT differs only by a distillation token after [CLS] (and one more position embedding).
 Position-embedding interpolation for other image sizes is not implemented: the image must be
-`image_size` x `image_size`.
+`image_size` (an int: square, or [height, width] as HF allows).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from edjax.configs import ConfigError, ViTConfig
 from edjax.models import layers
@@ -37,8 +38,8 @@ def block_config(config: ViTConfig) -> layers.BlockConfig:
 
 def check_pixel_values(config: ViTConfig, pixel_values: Array) -> None:
   """Raises a ValueError naming the problem when pixel_values does not fit the config."""
-  shape = tuple(pixel_values.shape)
-  want = (config.num_channels, config.image_size, config.image_size)
+  shape = tuple(np.shape(pixel_values))
+  want = (config.num_channels, *config.image_hw)
   if len(shape) != 4:
     raise ValueError(f"pixel_values must be [batch, channels, height, width] (NCHW, as HF); "
                      f"got shape {shape} (rank {len(shape)})")
@@ -48,10 +49,9 @@ def check_pixel_values(config: ViTConfig, pixel_values: Array) -> None:
     raise ValueError(f"pixel_values has {shape[1]} channels in dim 1; the {config.model_type} "
                      f"config expects num_channels={config.num_channels}{hint}; got shape {shape}")
   if shape[2:] != want[1:]:
-    raise ValueError(f"pixel_values image size {shape[2]}x{shape[3]} does not match the "
-                     f"{config.model_type} config's image_size {config.image_size}x"
-                     f"{config.image_size}; resize the images (position-embedding interpolation "
-                     "is not supported)")
+    raise ValueError(f"pixel_values image size {shape[2]}x{shape[3]} (height x width) does not "
+                     f"match the {config.model_type} config's image_size {want[1]}x{want[2]}; "
+                     "resize the images (position-embedding interpolation is not supported)")
 
 
 class ViTEmbeddings(nn.Module):
@@ -62,9 +62,9 @@ class ViTEmbeddings(nn.Module):
 
   def setup(self):
     cfg, std = self.config, self.config.initializer_range
-    p, hidden = cfg.patch_size, cfg.hidden_size
+    p, hidden = cfg.patch_hw, cfg.hidden_size
     self.patch_embeddings = nn.Conv(
-        hidden, kernel_size=(p, p), strides=(p, p), padding="VALID", dtype=self.dtype,
+        hidden, kernel_size=p, strides=p, padding="VALID", dtype=self.dtype,
         param_dtype=jnp.float32,
         kernel_init=layers.normal_init(std, (None, None, None, "embed")),  # HWIO
         bias_init=layers.zeros_init(("embed",)))

@@ -132,6 +132,9 @@ def from_encoder_decoder_pretrained(encoder_path: str, decoder_path: str, rng: i
                                     output_loading_info: bool = False, **kwargs):
   """Warm-start: encoder and decoder from two HF single-model dirs; cross-attention fresh.
 
+  Either part may instead be a model config (e.g. `edjax.ViTConfig(...)`): that part starts from
+  random weights (e.g. a small image encoder joined to a pretrained text decoder).
+
   kwargs prefixed `encoder_` / `decoder_` override those configs (e.g. `decoder_hidden_dropout_prob`);
   unprefixed `decoder_start_token_id`, `pad_token_id`, `eos_token_id`, `bos_token_id` set the
   composite's special ids (default: the decoder config's own ids).
@@ -146,9 +149,15 @@ def from_encoder_decoder_pretrained(encoder_path: str, decoder_path: str, rng: i
   if bad:
     raise ConfigError(f"unknown argument(s) {bad}: prefix model config overrides with encoder_ or "
                       f"decoder_, composite ids are {list(SPECIAL_TOKEN_KEYS)}")
-  encoder_path, decoder_path = resolve_path(encoder_path), resolve_path(decoder_path)
-  enc_cfg = _apply_overrides(configs.load_config_file(encoder_path), enc_over, "encoder")
-  dec_cfg = _apply_overrides(configs.load_config_file(decoder_path), dec_over, "decoder")
+  def part_config(spec, overrides, role):
+    """(path or None, config): a checkpoint dir, or a model config to initialise randomly."""
+    if isinstance(spec, configs._HFConfig):
+      return None, _apply_overrides(spec, overrides, role)
+    path = resolve_path(spec)
+    return path, _apply_overrides(configs.load_config_file(path), overrides, role)
+
+  encoder_path, enc_cfg = part_config(encoder_path, enc_over, "encoder")
+  decoder_path, dec_cfg = part_config(decoder_path, dec_over, "decoder")
   for role, cfg in (("encoder", enc_cfg), ("decoder", dec_cfg)):
     if isinstance(cfg, EncoderDecoderConfig):
       raise ConfigError(f"{role} path holds an encoder-decoder checkpoint; use from_pretrained")
@@ -158,8 +167,10 @@ def from_encoder_decoder_pretrained(encoder_path: str, decoder_path: str, rng: i
   ids = {k: top.get(k, getattr(dec_cfg, k, None)) for k in SPECIAL_TOKEN_KEYS}
   config = configs.join_configs(enc_cfg, dec_cfg, tie_encoder_decoder=tie_encoder_decoder, **ids)
   model = model_for_config(config, dtype=dtype)
-  flat, enc_report = _load_part(model, "encoder", encoder_path, config.encoder)
-  dec_flat, dec_report = _load_part(model, "decoder", decoder_path, config.decoder)
+  flat, enc_report = ({}, convert.LoadReport()) if encoder_path is None else _load_part(
+      model, "encoder", encoder_path, config.encoder)
+  dec_flat, dec_report = ({}, convert.LoadReport()) if decoder_path is None else _load_part(
+      model, "decoder", decoder_path, config.decoder)
   flat.update(dec_flat)
   fresh = _to_flat_np(model.untie_params(model.init(rng)))  # after the checks: init compiles
   params = _merge(model, fresh, flat)

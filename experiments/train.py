@@ -29,7 +29,8 @@ import optax
 import edjax
 from edjax import losses, metrics as metrics_lib
 from edjax.configs import EncoderDecoderConfig, config_from_dict
-from edjax.data import pipeline
+from edjax.data import pipeline, vision_pipeline
+from edjax.data.images import ImageProcessor
 from edjax.data.tokenizers import Tokenizer
 from edjax.train import checkpoint as ckpt_lib
 from edjax.train import optimizer as opt_lib
@@ -63,16 +64,20 @@ def check_config(config: ml_collections.ConfigDict) -> None:
 def _model_config(config) -> EncoderDecoderConfig | None:
   """The composite config for random-init / config-only models (None: warm start)."""
   m = config.model
-  if m.encoder_config and m.decoder_config:
-    enc, dec = config_from_dict(m.encoder_config.to_dict()), config_from_dict(m.decoder_config.to_dict())
-  elif m.random_init:
-    enc = edjax.configs.load_config_file(edjax.pretrained.resolve_path(m.encoder))
-    dec = edjax.configs.load_config_file(edjax.pretrained.resolve_path(m.decoder))
+  if m.random_init or (m.encoder_config and m.decoder_config):
+    enc, dec = _part_config(m.encoder_config, m.encoder), _part_config(m.decoder_config, m.decoder)
   else:
     return None
   enc = enc.replace(**m.encoder_overrides.to_dict())
   dec = dec.replace(**m.decoder_overrides.to_dict())
   return edjax.configs.join_configs(enc, dec, tie_encoder_decoder=m.tie_encoder_decoder)
+
+
+def _part_config(config_dict, path: str):
+  """A part's model config: its config dict if given, else its checkpoint's config.json."""
+  if config_dict:
+    return config_from_dict(config_dict.to_dict())
+  return edjax.configs.load_config_file(edjax.pretrained.resolve_path(path))
 
 
 def _is_workdir(path: str) -> bool:
@@ -89,12 +94,41 @@ def build_model(config, ids: dict, dtype):
   if composite is None:
     kwargs = {**{f"encoder_{k}": v for k, v in m.encoder_overrides.items()},
               **{f"decoder_{k}": v for k, v in m.decoder_overrides.items()}, **ids}
+    # A part given by its config alone (e.g. a small image encoder) starts from random weights.
+    enc = config_from_dict(m.encoder_config.to_dict()) if m.encoder_config else m.encoder
+    dec = config_from_dict(m.decoder_config.to_dict()) if m.decoder_config else m.decoder
     model, params = edjax.from_encoder_decoder_pretrained(
-        m.encoder, m.decoder, rng=config.seed, tie_encoder_decoder=m.tie_encoder_decoder,
+        enc, dec, rng=config.seed, tie_encoder_decoder=m.tie_encoder_decoder,
         dtype=dtype, **kwargs)
     return model, lambda: params
   model = edjax.models.encoder_decoder.model_for_config(composite.replace(**ids), dtype=dtype)
   return model, lambda: model.init(config.seed)
+
+
+def encoder_model_config(config):
+  """The encoder's model config (from encoder_config, or the encoder checkpoint's config.json)."""
+  m = config.model
+  if config.init_from and not _is_workdir(config.init_from):
+    return edjax.configs.load_config_file(edjax.pretrained.resolve_path(config.init_from)).encoder
+  return _part_config(m.encoder_config, m.encoder)
+
+
+def image_processor_for(config) -> ImageProcessor:
+  """data.image_processor (a dir with preprocessor_config.json), else the encoder checkpoint's
+  preprocessor_config.json, else ViTImageProcessor defaults at the encoder's image size (also for
+  DeiT, as TrOCR's processor does: a plain resize never crops the ends of a text line)."""
+  for path in (config.data.get("image_processor", ""), config.init_from, config.model.encoder):
+    if path and os.path.isdir(path) and os.path.exists(os.path.join(path, "preprocessor_config.json")):
+      return ImageProcessor.from_dir(path)
+  enc = encoder_model_config(config)
+  return ImageProcessor.for_image_size(*enc.image_hw, model_type="vit")
+
+
+def encoder_inputs(batch: dict) -> dict:
+  """The encoder's model inputs of a batch: pixel_values (vision) or input_ids + attention_mask."""
+  if "pixel_values" in batch:
+    return {"pixel_values": batch["pixel_values"]}
+  return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
 
 
 # ----------------------------------------------------------------------------- train step
@@ -104,8 +138,7 @@ def compute_loss(model, params, batch, rng, label_smoothing):
   """(sum of token losses, token count) of one micro-batch, dropout on."""
   cfg = model.config
   dec_in = losses.shift_tokens_right(batch["labels"], cfg.pad_token_id, cfg.decoder_start_token_id)
-  out = model.apply({"params": params}, input_ids=batch["input_ids"],
-                    attention_mask=batch["attention_mask"], decoder_input_ids=dec_in,
+  out = model.apply({"params": params}, **encoder_inputs(batch), decoder_input_ids=dec_in,
                     decoder_attention_mask=batch["decoder_attention_mask"], deterministic=False,
                     rngs={"dropout": rng})
   return losses.seq2seq_loss(out.logits, batch["labels"], label_smoothing, return_count=True)
@@ -157,8 +190,7 @@ def make_eval_loss_fn(model, ids: dict):
   def eval_loss_fn(params, batch):
     dec_in = losses.shift_tokens_right(batch["labels"], ids["pad_token_id"],
                                        ids["decoder_start_token_id"])
-    out = model.apply({"params": params}, input_ids=batch["input_ids"],
-                      attention_mask=batch["attention_mask"], decoder_input_ids=dec_in,
+    out = model.apply({"params": params}, **encoder_inputs(batch), decoder_input_ids=dec_in,
                       decoder_attention_mask=batch["decoder_attention_mask"])
     return losses.seq2seq_loss(out.logits, batch["labels"], return_count=True)
   return eval_loss_fn
@@ -182,23 +214,29 @@ def evaluate(model, params, eval_set, eval_loss_fn, config, dec_tok, step, workd
   for batch in eval_set.batches(config.eval.batch_size):
     if seen >= len(examples):
       break
-    out = edjax.generate(model, params, batch["input_ids"], batch["attention_mask"], **gen)
+    out = edjax.generate(model, params, **encoder_inputs(batch), **gen)
     texts = dec_tok.decode_batch(np.asarray(out.sequences))
     keep = [i for i in range(len(texts)) if batch["valid"][i]][:len(examples) - seen]
     preds += [texts[i] for i in keep]
     seen += len(keep)
   sources = [s for s, _ in examples[:seen]]
-  refs = [pipeline.target_text(t) for _, t in examples[:seen]]
+  refs = eval_set.references[:seen]  # a list of references per example for multi-caption sets
   # Score in the tokenizer's normal form (an uncased WordPiece lowercases and re-spaces what it
   # decodes): sources and references go through the same encode -> decode as predictions.
   results.update({f"eval/{k}": v for k, v in metrics_lib.compute_metrics(
       list(e.metrics), pipeline.roundtrip_texts(sources, dec_tok), preds,
-      pipeline.roundtrip_texts(refs, dec_tok)).items()})
+      _roundtrip_references(refs, dec_tok)).items()})
   if jax.process_index() == 0:
     with open(os.path.join(workdir, f"predictions_{step}.jsonl"), "w", encoding="utf-8") as f:
       for s, p, r in zip(sources, preds, refs):
         f.write(json.dumps({"input": s, "prediction": p, "reference": r}, ensure_ascii=False) + "\n")
   return results, list(zip(sources, preds, refs))
+
+
+def _roundtrip_references(refs: list, tok: Tokenizer) -> list:
+  if refs and isinstance(refs[0], (list, tuple)):
+    return [pipeline.roundtrip_texts(list(r), tok) for r in refs]
+  return pipeline.roundtrip_texts(refs, tok)
 
 
 # ----------------------------------------------------------------------------- main
@@ -235,9 +273,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   enc_tok = Tokenizer.from_dir(edjax.pretrained.resolve_path(config.data.tokenizer))
   dec_tok = (Tokenizer.from_dir(edjax.pretrained.resolve_path(config.data.decoder_tokenizer))
              if config.data.decoder_tokenizer else enc_tok)
-  train_stream, eval_set = pipeline.build(
-      config.data, enc_tok, dec_tok, global_batch_size=config.batch_size, seed=config.seed,
-      process_index=jax.process_index(), process_count=jax.process_count())
+  processor = None
+  if config.data.name in vision_pipeline.NAMES:  # image -> text: pixel_values, not input_ids
+    processor = image_processor_for(config)
+    train_stream, eval_set = vision_pipeline.build_vision(
+        config.data, processor, dec_tok, global_batch_size=config.batch_size, seed=config.seed,
+        process_index=jax.process_index(), process_count=jax.process_count())
+  else:
+    train_stream, eval_set = pipeline.build(
+        config.data, enc_tok, dec_tok, global_batch_size=config.batch_size, seed=config.seed,
+        process_index=jax.process_index(), process_count=jax.process_count())
   ids = dict(decoder_start_token_id=dec_tok.bos_id, eos_token_id=dec_tok.eos_id,
              pad_token_id=dec_tok.pad_id)
 
@@ -352,6 +397,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     edjax.save_pretrained(model, jax.device_get(state["params"]), export)
     copy_tokenizer_files(edjax.pretrained.resolve_path(config.data.decoder_tokenizer
                                                        or config.data.tokenizer), export)
+    if processor is not None:  # predict.py reads images with the training preprocessing
+      processor.save(export)
   ckpt.close()
   writer.close()
   return final

@@ -3,9 +3,14 @@ r"""Batch prediction with a trained (or any HF-format) encoder-decoder.
   python -m experiments.predict --checkpoint=DIR --input=FILE --output=FILE \
       [--num_beams=4 --length_penalty=2.0 --no_repeat_ngram_size=3 --max_length=64 ...]
 
---checkpoint: an HF EncoderDecoderModel directory or an edjax export (config.json +
-  flax_params.msgpack). The tokenizer comes from --tokenizer (default: the checkpoint dir).
+--checkpoint: an HF EncoderDecoderModel / VisionEncoderDecoderModel directory or an edjax export
+  (config.json + flax_params.msgpack). The tokenizer comes from --tokenizer (default: the
+  checkpoint dir).
 --input: one source text per line (UTF-8); an empty line is an error (it has no prediction).
+  For a vision checkpoint (ViT / DeiT encoder) every line is an image path (PNG, JPEG, ...;
+  relative paths are relative to the input file's folder), preprocessed by --image_processor's
+  preprocessor_config.json (default: the checkpoint dir's, else ViTImageProcessor defaults at the
+  encoder's image size).
 --output: JSONL, one {"input", "output", "score"} object per input line, written atomically.
 Generation flags left unset take the checkpoint's generation_config.json values, then HF's
 defaults. Inputs are sorted by length into batches (fewer padded tokens, fewer compilations);
@@ -20,6 +25,7 @@ import sys
 import tempfile
 import time
 
+import numpy as np
 from absl import app, flags
 
 FLAGS = flags.FLAGS
@@ -28,6 +34,8 @@ flags.DEFINE_string("input", None, "Text file, one input per line.")
 flags.DEFINE_string("output", None, "JSONL file to write.")
 flags.DEFINE_string("tokenizer", None, "Tokenizer dir for inputs (default: --checkpoint).")
 flags.DEFINE_string("decoder_tokenizer", None, "Tokenizer dir for outputs (default: --tokenizer).")
+flags.DEFINE_string("image_processor", None,
+                    "Dir with preprocessor_config.json for image inputs (default: --checkpoint).")
 flags.DEFINE_integer("batch_size", 8, "Inputs per generate call.")
 flags.DEFINE_integer("max_input_length", None, "Truncate inputs (default: encoder positions).")
 flags.DEFINE_integer("seed", 0, "PRNG seed for sampling.")
@@ -74,6 +82,23 @@ def read_inputs(path: str) -> list[str]:
   return lines
 
 
+def read_images(lines: list[str], input_path: str, processor) -> np.ndarray:
+  """float32 pixel_values [n, C, H, W] of the image files named by `lines` (InputError if one
+  cannot be read)."""
+  from PIL import Image
+  base = os.path.dirname(os.path.abspath(input_path))
+  images = []
+  for i, line in enumerate(lines, 1):
+    path = line.strip() if os.path.isabs(line.strip()) else os.path.join(base, line.strip())
+    try:
+      with Image.open(path) as im:
+        images.append(np.asarray(im.convert("RGB")))
+    except (OSError, ValueError) as e:
+      raise InputError(f"--input line {i}: cannot read image {path} ({e}); each line of a vision "
+                       "model's input is an image path") from e
+  return processor(images)  # [n, C, H, W]
+
+
 def generation_kwargs() -> dict:
   out = {}
   for name in GENERATE_FLAGS:
@@ -83,29 +108,47 @@ def generation_kwargs() -> dict:
   return out
 
 
+def image_processor(checkpoint: str, directory: str | None, model):
+  """The ImageProcessor of a vision checkpoint (see the module docstring)."""
+  from edjax.data.images import ImageProcessor
+  for path in (directory, checkpoint):
+    if path and os.path.exists(os.path.join(path, "preprocessor_config.json")):
+      return ImageProcessor.from_dir(path)
+  if directory:
+    raise InputError(f"--image_processor {directory} has no preprocessor_config.json")
+  return ImageProcessor.for_image_size(*model.config.encoder.image_hw)
+
+
 def predict(checkpoint: str, lines: list[str], tokenizer_dir: str, decoder_tokenizer_dir: str,
             batch_size: int, max_input_length: int | None, seed: int, gen_kwargs: dict,
-            progress=sys.stderr) -> list[dict]:
+            progress=sys.stderr, input_path: str = ".", image_processor_dir: str | None = None
+            ) -> list[dict]:
   """Generates for every line; returns [{'input', 'output', 'score'}] in input order."""
   import jax
-  import numpy as np
 
   import edjax
   from edjax.data.tokenizers import Tokenizer
 
   model, params = edjax.from_pretrained(checkpoint)
-  src_tok = Tokenizer.from_dir(tokenizer_dir)
-  tgt_tok = Tokenizer.from_dir(decoder_tokenizer_dir) if decoder_tokenizer_dir != tokenizer_dir else src_tok
-  max_len = max_input_length or model.config.encoder.max_positions
-  order = sorted(range(len(lines)), key=lambda i: len(lines[i]))
+  vision = isinstance(model, edjax.VisionEncoderDecoderModel)
+  processor = image_processor(checkpoint, image_processor_dir, model) if vision else None
+  tgt_tok = Tokenizer.from_dir(decoder_tokenizer_dir)
+  src_tok = None if vision else (
+      tgt_tok if decoder_tokenizer_dir == tokenizer_dir else Tokenizer.from_dir(tokenizer_dir))
+  max_len = None if vision else (max_input_length or model.config.encoder.max_positions)
+  order = list(range(len(lines))) if vision else sorted(range(len(lines)), key=lambda i: len(lines[i]))
   results: list[dict | None] = [None] * len(lines)
   t0, done = time.time(), 0
   rng = jax.random.PRNGKey(seed)
   for start in range(0, len(order), batch_size):
     idx = order[start:start + batch_size]
-    ids, mask = src_tok.encode_batch([lines[i] for i in idx], max_len)
     rng, key = jax.random.split(rng)
-    res = edjax.generate(model, params, ids, mask, prng_key=key, **gen_kwargs)
+    if vision:
+      pixels = read_images([lines[i] for i in idx], input_path, processor)  # [b, C, H, W]
+      res = edjax.generate(model, params, pixel_values=pixels, prng_key=key, **gen_kwargs)
+    else:
+      ids, mask = src_tok.encode_batch([lines[i] for i in idx], max_len)
+      res = edjax.generate(model, params, ids, mask, prng_key=key, **gen_kwargs)
     seqs = np.asarray(res.sequences)
     per_input = seqs.shape[0] // len(idx)
     texts = tgt_tok.decode_batch(seqs)
@@ -150,8 +193,13 @@ def main(argv):
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
   tokenizer_dir = FLAGS.tokenizer or FLAGS.checkpoint
-  rows = predict(FLAGS.checkpoint, lines, tokenizer_dir, FLAGS.decoder_tokenizer or tokenizer_dir,
-                 FLAGS.batch_size, FLAGS.max_input_length, FLAGS.seed, generation_kwargs())
+  try:
+    rows = predict(FLAGS.checkpoint, lines, tokenizer_dir, FLAGS.decoder_tokenizer or tokenizer_dir,
+                   FLAGS.batch_size, FLAGS.max_input_length, FLAGS.seed, generation_kwargs(),
+                   input_path=FLAGS.input, image_processor_dir=FLAGS.image_processor)
+  except InputError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
   write_jsonl(FLAGS.output, rows)
   print(f"wrote {len(rows)} predictions to {FLAGS.output}", file=sys.stderr)
 

@@ -4,14 +4,22 @@ Every function takes plain Python strings (already detokenized model outputs) an
 BLEU, SARI, ROUGE and exact match are on a 0-100 scale; CER and WER keep jiwer's scale, a fraction
 (0 = perfect; can exceed 1 when the prediction has many insertions).
 
-- `bleu`: sacrebleu corpus BLEU, default settings (tokenizer '13a', exp smoothing), one reference.
+- `bleu`: sacrebleu corpus BLEU, default settings (tokenizer '13a', exp smoothing), one or more
+  references per example.
 - `sari`: our own port of SARI (Xu et al., 2016, TACL) following the semantics of Google's
   `sari_hook.get_sari_score` (tensor2tensor, also used by LaserTagger's WikiSplit scoring):
   whitespace tokens, n = 1..4, n-gram *sets*, a reference n-gram weighted by the fraction of
   (non-empty) references that contain it, 0/0 := 1, sentence scores averaged over the corpus.
-- `rouge`: rouge-score ROUGE-1/2/L/Lsum F-measure with the Porter stemmer, averaged over examples.
-- `exact_match`: percent of predictions equal to their reference after whitespace normalisation.
-- `cer` / `wer`: jiwer corpus-level character / word error rate (total edits / reference length).
+- `rouge`: rouge-score ROUGE-1/2/L/Lsum F-measure with the Porter stemmer, averaged over examples
+  (with several references: the best one per example and key, rouge-score's `score_multi`).
+- `exact_match`: percent of predictions equal to their reference (any of them, with several) after
+  whitespace normalisation.
+- `cer` / `wer`: jiwer corpus-level character / word error rate (total edits / reference length),
+  one reference per example.
+
+References: one string per example, or (bleu, rouge, exact_match, sari) a list of reference strings
+per example, e.g. the five captions of a COCO image; the two forms may be mixed (a string counts as
+a one-element list).
 
 WikiSplit targets separate sentences with ' <::::> '; run `normalize_split_delimiter` on
 predictions, references and sources before scoring (see its docstring).
@@ -66,18 +74,44 @@ def _single_references(references: Sequence) -> list[str]:
   for i, ref in enumerate(references):
     if not isinstance(ref, str):
       raise ValueError(f"reference {i} is {type(ref).__name__}, not str: this metric takes "
-                       "exactly one reference string per example (only SARI takes several)")
+                       "exactly one reference string per example (bleu, rouge, exact_match and "
+                       "sari take several)")
   return list(references)
 
 
-def bleu(predictions: Sequence[str], references: Sequence[str]) -> float:
+def _is_multi(references: Sequence) -> bool:
+  """Whether any example has a list of references (rather than one string)."""
+  return any(not isinstance(ref, str) for ref in references)
+
+
+def _multi_references(references: Sequence) -> list[list[str]]:
+  """Each example's references as a non-empty list of strings (a string -> [string])."""
+  out = []
+  for i, ref in enumerate(references):
+    refs = [ref] if isinstance(ref, str) else ref
+    if not isinstance(refs, (list, tuple)) or not refs or not all(isinstance(r, str) for r in refs):
+      raise ValueError(f"reference {i} must be a string or a non-empty list of strings, got "
+                       f"{ref!r:.80}")
+    out.append(list(refs))
+  return out
+
+
+def bleu(predictions: Sequence[str], references: Sequence) -> float:
   """sacrebleu corpus BLEU (0-100), default settings: tokenizer '13a', 'exp' smoothing, cased.
 
-  Same value as the CLI `sacrebleu REF_FILE -i HYP_FILE` with one reference per line.
+  One reference string per example: the value of the CLI `sacrebleu REF_FILE -i HYP_FILE`. Lists
+  of references: sacrebleu's multi-reference BLEU, `corpus_bleu(predictions, streams)` with
+  stream j = every example's j-th reference, None where an example has fewer (sacrebleu skips
+  those), i.e. the CLI with one REF_FILE per stream.
   """
   _check(predictions, references)
-  refs = _single_references(references)
-  return float(sacrebleu.corpus_bleu(list(predictions), [refs], tokenize="13a").score)
+  if not _is_multi(references):
+    refs = _single_references(references)
+    return float(sacrebleu.corpus_bleu(list(predictions), [refs], tokenize="13a").score)
+  ref_lists = _multi_references(references)
+  num_streams = max(len(refs) for refs in ref_lists)
+  streams = [[refs[j] if j < len(refs) else None for refs in ref_lists] for j in range(num_streams)]
+  return float(sacrebleu.corpus_bleu(list(predictions), streams, tokenize="13a").score)
 
 
 def _ngrams(tokens: list[str], n: int) -> set[tuple[str, ...]]:
@@ -155,32 +189,37 @@ def sari(sources: Sequence[str], predictions: Sequence[str], references: Sequenc
   return 100.0 * total / len(predictions)
 
 
-def rouge(predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:
+def rouge(predictions: Sequence[str], references: Sequence) -> dict[str, float]:
   """rouge-score ROUGE-1/2/L/Lsum F-measure x 100 with stemming, averaged over examples.
 
   rouge-score lowercases and keeps only [a-z0-9] tokens; ROUGE-Lsum treats each '\\n'-separated
   line as a sentence (use `normalize_split_delimiter(text, sep='\\n')` for WikiSplit outputs).
+  With a list of references, an example scores its best reference per key (rouge-score's
+  `score_multi`: the reference of maximal F-measure).
   """
   _check(predictions, references)
-  refs = _single_references(references)
+  multi = _is_multi(references)
+  refs = _multi_references(references) if multi else _single_references(references)
   scorer = rouge_scorer.RougeScorer(list(ROUGE_KEYS), use_stemmer=True)
   totals = dict.fromkeys(ROUGE_KEYS, 0.0)
   for pred, ref in zip(predictions, refs):
-    scores = scorer.score(ref, pred)  # rouge-score takes (target, prediction)
+    # rouge-score takes (target(s), prediction)
+    scores = scorer.score_multi(ref, pred) if multi else scorer.score(ref, pred)
     for key in ROUGE_KEYS:
       totals[key] += scores[key].fmeasure
   return {key: 100.0 * total / len(refs) for key, total in totals.items()}
 
 
-def exact_match(predictions: Sequence[str], references: Sequence[str]) -> float:
-  """Percent of predictions equal to their reference once whitespace runs are collapsed/stripped.
+def exact_match(predictions: Sequence[str], references: Sequence) -> float:
+  """Percent of predictions equal to their reference (any of a list of references) once
+  whitespace runs are collapsed / stripped.
 
   Case and punctuation count (no other normalisation).
   """
   _check(predictions, references)
-  refs = _single_references(references)
-  hits = sum(" ".join(p.split()) == " ".join(r.split()) for p, r in zip(predictions, refs))
-  return 100.0 * hits / len(refs)
+  hits = sum(" ".join(p.split()) in {" ".join(r.split()) for r in refs}
+             for p, refs in zip(predictions, _multi_references(references)))
+  return 100.0 * hits / len(predictions)
 
 
 def cer(predictions: Sequence[str], references: Sequence[str]) -> float:
@@ -206,8 +245,9 @@ def compute_metrics(names: Sequence[str], sources: Sequence[str] | None,
   names: any of 'bleu', 'sari', 'rouge', 'exact_match', 'cer', 'wer' (keys: the same, except that
   'rouge' gives 'rouge1', 'rouge2', 'rougeL', 'rougeLsum'). sources is needed only for 'sari';
   sari_options (e.g. {'deletion_beta': 1.0, 'lowercase': True}) go to `sari`. references may hold
-  lists of references only when 'sari' is the sole metric. Raises ValueError for an unknown name,
-  missing sources, or lists of different lengths.
+  lists of references (see the module docstring) unless 'cer' or 'wer' is asked for. Raises
+  ValueError for an unknown name, missing sources, lists of different lengths, or lists of
+  references with cer / wer.
   """
   if isinstance(names, str):
     names = [names]
@@ -217,6 +257,11 @@ def compute_metrics(names: Sequence[str], sources: Sequence[str] | None,
   if "sari" in names and sources is None:
     raise ValueError("metric 'sari' needs the sources (the model inputs), got sources=None")
   _check(predictions, references, sources if "sari" in names else None)
+  single_only = [name for name in names if name in ("cer", "wer")]
+  if single_only and _is_multi(references):
+    raise ValueError(f"metric(s) {single_only} take exactly one reference string per example, "
+                     "but references hold lists: pass one reference each (e.g. the first), or drop "
+                     "those metrics")
   results: dict[str, float] = {}
   for name in dict.fromkeys(names):  # de-duplicated, in the given order
     if name == "sari":

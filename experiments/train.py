@@ -225,18 +225,12 @@ def evaluate(model, params, eval_set, eval_loss_fn, config, dec_tok, step, workd
   # decodes): sources and references go through the same encode -> decode as predictions.
   results.update({f"eval/{k}": v for k, v in metrics_lib.compute_metrics(
       list(e.metrics), pipeline.roundtrip_texts(sources, dec_tok), preds,
-      _roundtrip_references(refs, dec_tok)).items()})
+      pipeline.roundtrip_references(refs, dec_tok)).items()})
   if jax.process_index() == 0:
     with open(os.path.join(workdir, f"predictions_{step}.jsonl"), "w", encoding="utf-8") as f:
       for s, p, r in zip(sources, preds, refs):
         f.write(json.dumps({"input": s, "prediction": p, "reference": r}, ensure_ascii=False) + "\n")
   return results, list(zip(sources, preds, refs))
-
-
-def _roundtrip_references(refs: list, tok: Tokenizer) -> list:
-  if refs and isinstance(refs[0], (list, tuple)):
-    return [pipeline.roundtrip_texts(list(r), tok) for r in refs]
-  return pipeline.roundtrip_texts(refs, tok)
 
 
 # ----------------------------------------------------------------------------- main

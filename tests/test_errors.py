@@ -272,7 +272,7 @@ def test_loss_shape_mismatch():
 
 def test_unknown_model_type_in_dict():
   with pytest.raises(edjax.ConfigError, match=r"unknown model_type 't5': edjax supports "
-                                              r"\['bert', 'deit', 'gpt2', 'roberta', 'vit'\]"):
+                                              r"\['bert', 'deit', 'gpt2', 'roberta', 'trocr', 'vit'\]"):
     configs.config_from_dict({"model_type": "t5", "d_model": 32})
   with pytest.raises(edjax.ConfigError, match=r"config has no 'model_type' key; add one of"):
     configs.config_from_dict({"hidden_size": 32})

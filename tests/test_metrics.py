@@ -239,6 +239,6 @@ def test_errors():
   with pytest.raises(ValueError, match="no examples"):
     metrics.bleu([], [])
   with pytest.raises(ValueError, match="one reference string"):
-    metrics.rouge(["a"], [["a", "b"]])
+    metrics.cer(["a"], [["a", "b"]])
   with pytest.raises(ValueError, match="single string"):
     metrics.exact_match("abc", "abc")

@@ -129,12 +129,14 @@ def test_qkv_bias_false_is_rejected():
     vit.block_config(configs.ViTConfig(qkv_bias=False))
 
 
-def test_vision_encoder_in_the_text_composite_says_it_is_not_wired_yet():
+def test_vision_encoder_in_the_text_composite_names_the_vision_class():
   import edjax
   from edjax.configs import BertConfig, EncoderDecoderConfig, ViTConfig
   cfg = EncoderDecoderConfig.from_encoder_decoder_configs(
       ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=37,
                 image_size=32, patch_size=8),
       BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=37))
-  with pytest.raises(edjax.ConfigError, match="not wired up yet"):
+  with pytest.raises(edjax.ConfigError, match="belongs in a VisionEncoderDecoderModel"):
     edjax.EncoderDecoderModel(cfg)
+  with pytest.raises(edjax.ConfigError, match="image encoder"):
+    edjax.VisionEncoderDecoderConfig.from_encoder_decoder_configs(cfg.decoder, cfg.decoder)

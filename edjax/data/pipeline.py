@@ -145,6 +145,16 @@ def roundtrip_texts(texts: Sequence[str], tokenizer: Tokenizer) -> list[str]:
   return tokenizer.tok.decode_batch([e.ids for e in encs], skip_special_tokens=True)
 
 
+def roundtrip_references(references: Sequence, tokenizer: Tokenizer) -> list:
+  """`roundtrip_texts` of references: one string per example, or (multi-reference sets such as
+  COCO captions) a list of strings per example, each list kept as a list."""
+  if not references or isinstance(references[0], str):
+    return roundtrip_texts(references, tokenizer) if references else []
+  flat = [ref for refs in references for ref in refs]
+  decoded = iter(roundtrip_texts(flat, tokenizer) if flat else [])
+  return [[next(decoded) for _ in refs] for refs in references]
+
+
 # ----------------------------------------------------------------------------- tokenized arrays
 
 

@@ -60,8 +60,8 @@ def read_curve(workdir: str) -> dict[int, dict]:
 
 
 def cmd_run(root: str) -> None:
-  for arm in FLAGS.arms:
-    for lr in map(float, FLAGS.lrs):
+  for lr in map(float, FLAGS.lrs):  # every arm at one rate before the next rate
+    for arm in FLAGS.arms:
       workdir = os.path.join(root, run_name(arm, lr))
       if study.STEPS in read_curve(workdir) and os.path.isdir(os.path.join(workdir, "export")):
         print(f"{run_name(arm, lr)}: done, skipped", flush=True)

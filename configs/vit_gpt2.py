@@ -6,7 +6,7 @@ variants:
   default  google/vit-base-patch16-224-in21k -> gpt2 on tfds `coco_captions` (the 2014 Karpathy
            splits; tfds downloads and prepares ~20 GB on first use), for pods / GPUs: hub ids
            (set --config.model.encoder / .decoder / .data.tokenizer / .data.image_processor to
-           local HF dirs when offline), 224 x 224 inputs, bf16, beam 4, BLEU / ROUGE against all
+           local HF dirs when offline), 224 x 224 inputs, bf16, beam 4, BLEU / ROUGE / CIDEr against all
            five reference captions.
   smoke    a tiny random ViT -> tiny GPT-2 (MiniLM's WordPiece vocabulary, so it runs offline),
            on whatever `coco_captions` tfds finds (tests run it under tfds.testing.mock_data).
@@ -36,14 +36,14 @@ def get_config(variant: str = "default"):
   c.checkpoint_every_steps = 2000
   c.eval_every_steps = 5000
   c.eval.update(dict(batch_size=64, num_generate=1000, num_beams=4, max_length=32,
-                     metrics=("bleu", "rouge")))
+                     metrics=("bleu", "rouge", "cider")))
   if variant == "default":
     pass
   elif variant == "smoke":
     common.make_smoke(c, TINY_VIT, TINY_GPT2)  # GPT-2 48 wide: adds enc_to_dec_proj
     c.data.update(dict(train_splits=("train",), eval_split="val", eval_examples=8,
                        max_target_length=16, download=False))
-    c.eval.update(dict(metrics=("bleu", "rouge")))
+    c.eval.update(dict(metrics=("bleu", "rouge", "cider")))
   else:
     raise ValueError(f"unknown variant {variant!r} of configs/vit_gpt2.py: use default or smoke")
   return c

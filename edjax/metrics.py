@@ -17,7 +17,7 @@ BLEU, SARI, ROUGE and exact match are on a 0-100 scale; CER and WER keep jiwer's
 - `cer` / `wer`: jiwer corpus-level character / word error rate (total edits / reference length),
   one reference per example.
 
-References: one string per example, or (bleu, rouge, exact_match, sari) a list of reference strings
+References: one string per example, or (bleu, rouge, exact_match, sari, cider) a list of reference strings
 per example, e.g. the five captions of a COCO image; the two forms may be mixed (a string counts as
 a one-element list).
 
@@ -27,6 +27,7 @@ predictions, references and sources before scoring (see its docstring).
 
 from __future__ import annotations
 
+import re
 from typing import Sequence
 
 import jiwer
@@ -35,7 +36,7 @@ from rouge_score import rouge_scorer
 
 SPLIT_DELIMITER = "<::::>"
 ROUGE_KEYS = ("rouge1", "rouge2", "rougeL", "rougeLsum")
-METRIC_NAMES = ("bleu", "sari", "rouge", "exact_match", "cer", "wer")
+METRIC_NAMES = ("bleu", "sari", "rouge", "exact_match", "cer", "wer", "cider")
 
 
 def normalize_split_delimiter(text: str, sep: str = " ") -> str:
@@ -237,12 +238,35 @@ def wer(predictions: Sequence[str], references: Sequence[str]) -> float:
   return float(jiwer.wer(_single_references(references), list(predictions)))
 
 
+def _cider_tokens(text: str) -> str:
+  """Lowercased words without punctuation: what COCO's PTBTokenizer (Java) leaves for CIDEr."""
+  return " ".join(re.findall(r"[a-z0-9]+(?:'[a-z]+)?", text.lower()))
+
+
+def cider(predictions: Sequence[str], references: Sequence) -> float:
+  """CIDEr-D x 100 (pycocoevalcap's `Cider`, n = 4, sigma = 6) against one or more references.
+
+  The document frequencies come from this evaluation's references, as in the COCO evaluation.
+  COCO's own tokenizer runs Stanford's PTBTokenizer on Java; here texts are lowercased and split
+  into words with punctuation dropped (`_cider_tokens`), which is what it yields for plain
+  captions, so scores can differ slightly from the Java pipeline on unusual punctuation.
+  """
+  from pycocoevalcap.cider.cider import Cider  # imported here: metrics without it stay light
+  _check(predictions, references)
+  refs = _multi_references(references)
+  gts = {i: [_cider_tokens(r) for r in rs] for i, rs in enumerate(refs)}
+  res = {i: [_cider_tokens(p)] for i, p in enumerate(predictions)}
+  score, _ = Cider().compute_score(gts, res)
+  return 100.0 * float(score)
+
+
 def compute_metrics(names: Sequence[str], sources: Sequence[str] | None,
                     predictions: Sequence[str], references: Sequence,
                     sari_options: dict | None = None) -> dict[str, float]:
   """Computes the named metrics; returns flat keys.
 
-  names: any of 'bleu', 'sari', 'rouge', 'exact_match', 'cer', 'wer' (keys: the same, except that
+  names: any of 'bleu', 'sari', 'rouge', 'exact_match', 'cer', 'wer', 'cider' (keys: the same,
+  except that
   'rouge' gives 'rouge1', 'rouge2', 'rougeL', 'rougeLsum'). sources is needed only for 'sari';
   sari_options (e.g. {'deletion_beta': 1.0, 'lowercase': True}) go to `sari`. references may hold
   lists of references (see the module docstring) unless 'cer' or 'wer' is asked for. Raises
@@ -269,6 +293,6 @@ def compute_metrics(names: Sequence[str], sources: Sequence[str] | None,
     elif name == "rouge":
       results.update(rouge(predictions, references))
     else:
-      results[name] = {"bleu": bleu, "exact_match": exact_match, "cer": cer,
-                       "wer": wer}[name](predictions, references)
+      results[name] = {"bleu": bleu, "exact_match": exact_match, "cer": cer, "wer": wer,
+                       "cider": cider}[name](predictions, references)
   return results

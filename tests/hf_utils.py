@@ -65,3 +65,17 @@ def hf_encoder_decoder(enc_type: str, dec_type: str, enc_hidden: int = 32, dec_h
 
 def to_np(t) -> np.ndarray:
   return t.detach().cpu().numpy()
+
+
+def assert_same_sequences(ours: np.ndarray, theirs: np.ndarray, eos: int, pad: int) -> None:
+  """Identical tokens up to and including each row's EOS (or HF's length); pad after that.
+
+  HF trims its output to the longest returned row and fills finished rows with
+  `pad_token_id or eos_token_id`; edjax returns max_length columns right-padded with pad.
+  """
+  assert ours.shape[0] == theirs.shape[0], (ours.shape, theirs.shape)
+  for a, b in zip(ours, theirs):
+    eos_at = np.nonzero(b[1:] == eos)[0]
+    end = eos_at[0] + 2 if len(eos_at) else len(b)
+    np.testing.assert_array_equal(a[:end], b[:end])
+    assert np.all(a[end:] == pad), (a, b)

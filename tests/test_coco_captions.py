@@ -283,7 +283,21 @@ def test_vit_gpt2_smoke_config_trains_on_coco(mock_coco, tmp_path):
   config = vit_gpt2.get_config("smoke")
   final = train.train_and_evaluate(config, str(tmp_path / "run"))
   assert final["step"] == config.total_steps and np.isfinite(final["eval/loss"])
-  assert {"eval/bleu", "eval/rougeL"} <= set(final)
+  assert {"eval/bleu", "eval/rougeL", "eval/cider"} <= set(final)
   export = tmp_path / "run" / "export"
   assert os.path.exists(export / "preprocessor_config.json")
   assert ImageProcessor.from_dir(str(export)) == ImageProcessor.for_image_size(32, 32)
+
+
+def test_cider_against_pycocoevalcap_and_its_properties():
+  from pycocoevalcap.cider.cider import Cider
+  refs = [["A man riding a horse.", "a person on a horse"], ["a cat on a table", "A cat, sitting."],
+          ["two dogs in the snow", "dogs playing in snow"]]
+  preds = ["a man riding a horse", "a dog on a table", "two dogs playing in the snow"]
+  ours = metrics.cider(preds, refs)
+  want, _ = Cider().compute_score(
+      {0: ["a man riding a horse", "a person on a horse"], 1: ["a cat on a table", "a cat sitting"],
+       2: ["two dogs in the snow", "dogs playing in snow"]}, {i: [p] for i, p in enumerate(preds)})
+  assert abs(ours - 100 * want) < 1e-9
+  assert metrics.cider(["x y z"] * 3, refs) == 0.0  # nothing shared with any reference
+  assert metrics.compute_metrics(["cider"], None, preds, refs)["cider"] == ours

@@ -21,6 +21,7 @@ import torch
 import edjax
 
 G = sys.modules["edjax.generate"]  # the module (edjax.generate is also the function's name)
+import hf_utils
 from hf_utils import hf_encoder_decoder, to_np
 
 EOS = 3  # tests/hf_utils.hf_encoder_decoder sets eos_token_id = 3
@@ -72,17 +73,7 @@ def hf_generate(hf, ids, mask, **kw):
 
 
 def assert_same_sequences(ours: np.ndarray, theirs: np.ndarray, pad: int) -> None:
-  """Identical tokens up to and including each row's EOS (or HF's length); pad after that.
-
-  HF trims its output to the longest returned row and fills finished rows with
-  `pad_token_id or eos_token_id`; edjax returns max_length columns right-padded with pad.
-  """
-  assert ours.shape[0] == theirs.shape[0], (ours.shape, theirs.shape)
-  for a, b in zip(ours, theirs):
-    eos_at = np.nonzero(b[1:] == EOS)[0]
-    end = eos_at[0] + 2 if len(eos_at) else len(b)
-    np.testing.assert_array_equal(a[:end], b[:end])
-    assert np.all(a[end:] == pad), (a, b)
+  hf_utils.assert_same_sequences(ours, theirs, EOS, pad)
 
 
 SETTINGS = {

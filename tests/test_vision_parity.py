@@ -20,7 +20,7 @@ import torch
 import transformers
 
 import edjax
-from hf_utils import to_np
+from hf_utils import assert_same_sequences, to_np
 
 LOGITS_TOL = 1e-4
 LOSS_TOL = 1e-5
@@ -162,16 +162,6 @@ GEN_SETTINGS = {
 }
 
 
-def _assert_same_sequences(ours: np.ndarray, theirs: np.ndarray) -> None:
-  """Equal up to and including each row's EOS; edjax pads the rest of max_length with pad."""
-  assert ours.shape[0] == theirs.shape[0], (ours.shape, theirs.shape)
-  for a, b in zip(ours, theirs):
-    eos_at = np.nonzero(b[1:] == EOS)[0]
-    end = eos_at[0] + 2 if len(eos_at) else len(b)
-    np.testing.assert_array_equal(a[:end], b[:end])
-    assert np.all(a[end:] == PAD), (a, b)
-
-
 @pytest.mark.parametrize("setting", list(GEN_SETTINGS))
 @pytest.mark.parametrize("name", list(CASES))
 def test_generate_matches_transformers(name, setting):
@@ -182,7 +172,7 @@ def test_generate_matches_transformers(name, setting):
     ref = hf.generate(pixel_values=torch.tensor(pixels), output_scores=True,
                       return_dict_in_generate=True, **kw)
   out = edjax.generate(model, params, pixel_values=pixels, **kw)
-  _assert_same_sequences(np.asarray(out.sequences), to_np(ref.sequences))
+  assert_same_sequences(np.asarray(out.sequences), to_np(ref.sequences), EOS, PAD)
   if kw.get("num_beams", 1) > 1:
     np.testing.assert_allclose(np.asarray(out.scores), to_np(ref.sequences_scores), atol=1e-5,
                                rtol=0)

@@ -78,7 +78,7 @@ from absl import logging
 
 from edjax.data import images as images_lib
 from edjax.data.images import ImageProcessor
-from edjax.data.pipeline import IGNORE_INDEX, _check_sharding, _get
+from edjax.data.pipeline import IGNORE_INDEX, EvalSet, _check_sharding, _get
 from edjax.data.tokenizers import Tokenizer
 
 NAME = "coco_captions"
@@ -360,10 +360,29 @@ class CocoTrainStream:
 # ----------------------------------------------------------------------------- eval
 
 
-class CocoEvalSet:
-  """The fixed eval subset: images (uint8, resized / cropped), captions and padded `batches`.
+class _CocoEvalRows:
+  """The eval images (uint8, resized / cropped) and first-caption labels, row by row."""
 
-  examples: list of (image id as str, first caption); references: list of lists of all captions.
+  def __init__(self, images: np.ndarray, processor: ImageProcessor, targets: dict):
+    self.images = images  # uint8 [N, height, width, 3]
+    self.processor = processor
+    self.targets = targets
+
+  def __len__(self) -> int:
+    return len(self.images)
+
+  def rows(self, idx: np.ndarray) -> dict[str, np.ndarray]:
+    """pixel_values, labels (first caption), decoder_attention_mask of examples `idx`."""
+    return {"pixel_values": self.processor.normalize(self.images[idx]),
+            **{k: v[idx] for k, v in self.targets.items()}}
+
+
+class CocoEvalSet(EvalSet):
+  """The fixed eval subset: `pipeline.EvalSet` over images, with every caption as references.
+
+  examples: list of (image id as str, first caption); references: list of lists of all captions;
+  `batches` as EvalSet's (pixel_values, labels of the first caption, decoder_attention_mask,
+  valid, index).
   """
 
   def __init__(self, image_ids: Sequence[int], captions: Sequence[Sequence[str]],
@@ -373,54 +392,23 @@ class CocoEvalSet:
       raise ValueError(f"{len(image_ids)} ids, {len(captions)} caption lists, {len(images)} images")
     if any(not caps for caps in captions):
       raise ValueError("every eval image needs at least one caption")
-    self.images = images  # uint8 [N, height, width, 3]
-    self.processor = processor
-    self.examples = [(str(int(i)), caps[0]) for i, caps in zip(image_ids, captions)]
+    targets = _labels(tokenizer, [caps[0] for caps in captions], max_target_length)
+    super().__init__([(str(int(i)), caps[0]) for i, caps in zip(image_ids, captions)],
+                     _CocoEvalRows(images, processor, targets), process_index=process_index,
+                     process_count=process_count)
     self._references = [list(caps) for caps in captions]
-    self.targets = _labels(tokenizer, [caps[0] for caps in captions], max_target_length)
-    self.process_index, self.process_count = process_index, process_count
 
-  def __len__(self) -> int:
-    return len(self.examples)
+  @property
+  def images(self) -> np.ndarray:
+    return self.data.images
 
   @property
   def references(self) -> list[list[str]]:
     """Every caption of each example's image (a list per example)."""
     return [list(refs) for refs in self._references]
 
-  def num_batches(self, batch_size: int) -> int:
-    return -(-len(self.examples) // batch_size)
-
   def rows(self, idx: np.ndarray) -> dict[str, np.ndarray]:
-    """pixel_values, labels (first caption), decoder_attention_mask of examples `idx`."""
-    return {"pixel_values": self.processor.normalize(self.images[idx]),
-            **{k: v[idx] for k, v in self.targets.items()}}
-
-  def batches(self, batch_size: int, *,
-              host_slice: bool = False) -> Iterator[dict[str, np.ndarray]]:
-    """Batches over `examples` in order, the last padded: as `pipeline.EvalSet.batches`.
-
-    Keys: those of `CocoTrainStream.batch` plus valid [b] (0 on padding rows, which repeat the
-    batch's first example) and index [b]. host_slice=True gives host p rows [p*b/P, (p+1)*b/P).
-    """
-    if batch_size < 1:
-      raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if host_slice:
-      _check_sharding(batch_size, self.process_index, self.process_count, what="eval batch_size")
-    n = len(self.examples)
-    for start in range(0, n, batch_size):
-      idx = np.arange(start, min(start + batch_size, n))
-      valid = np.ones(batch_size, np.int32)
-      valid[len(idx):] = 0
-      idx = np.concatenate([idx, np.full(batch_size - len(idx), start)])
-      if host_slice:
-        local = batch_size // self.process_count
-        rows = slice(self.process_index * local, (self.process_index + 1) * local)
-        idx, valid = idx[rows], valid[rows]
-      batch = self.rows(idx)
-      batch["valid"] = valid
-      batch["index"] = idx.astype(np.int32)
-      yield batch
+    return self.data.rows(idx)
 
 
 def _read_eval(name: str, split: str, data_dir: str | None, download: bool, offset: int,

@@ -96,10 +96,8 @@ class GPT2LMHeadModel(nn.Module):
     out = self.transformer(input_ids, attention_mask, encoder_hidden_states,
                            encoder_attention_mask, cross_kv, decode, deterministic,
                            output_hidden_states, output_attentions)
-    if self.config.tie_word_embeddings:
-      logits = layers.tied_logits(out.last_hidden_state, self.transformer.wte.embedding,
-                                  self.dtype)
-    else:
-      logits = self.lm_head(out.last_hidden_state).astype(jnp.float32)
+    head = None if self.config.tie_word_embeddings else self.lm_head
+    logits = layers.bias_free_lm_logits(out.last_hidden_state, self.transformer.wte.embedding,
+                                        head, self.dtype)
     return CausalLMOutput(logits=logits, hidden_states=out.hidden_states,
                           attentions=out.attentions, cross_attentions=out.cross_attentions)

@@ -130,6 +130,17 @@ def tied_logits(hidden: Array, embedding: Array, dtype: Dtype) -> Array:
                     preferred_element_type=jnp.float32)
 
 
+def bias_free_lm_logits(hidden: Array, embedding: Array, head: nn.Module | None,
+                        dtype: Dtype) -> Array:
+  """GPT-2 / TrOCR LM head: the tied word embedding (head=None) or an untied bias-free dense head.
+
+  hidden [batch, length, embed] -> fp32 logits [batch, length, vocab].
+  """
+  if head is None:
+    return tied_logits(hidden, embedding, dtype)
+  return head(hidden).astype(jnp.float32)
+
+
 # ----------------------------------------------------------------------------- blocks
 
 

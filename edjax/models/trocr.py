@@ -147,10 +147,8 @@ class TrOCRForCausalLM(nn.Module):
                output_attentions: bool = False) -> CausalLMOutput:
     out = self.model(input_ids, attention_mask, encoder_hidden_states, encoder_attention_mask,
                      cross_kv, decode, deterministic, output_hidden_states, output_attentions)
-    if self.config.tie_word_embeddings:
-      logits = layers.tied_logits(out.last_hidden_state,
-                                  self.model.decoder.embed_tokens.embedding, self.dtype)
-    else:
-      logits = self.output_projection(out.last_hidden_state).astype(jnp.float32)
+    head = None if self.config.tie_word_embeddings else self.output_projection
+    logits = layers.bias_free_lm_logits(out.last_hidden_state,
+                                        self.model.decoder.embed_tokens.embedding, head, self.dtype)
     return CausalLMOutput(logits=logits, hidden_states=out.hidden_states,
                           attentions=out.attentions, cross_attentions=out.cross_attentions)

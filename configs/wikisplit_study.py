@@ -25,7 +25,7 @@ ARMS = ("warm", "random_init", "share")
 LEARNING_RATES = (5e-4, 1e-3)  # 2.5e-4 left out after a 400-step pilot: see experiments/RESULTS.md
 STEPS = 600
 BATCH = 16
-EVAL_EVERY = 150
+EVAL_EVERY = 200
 DEV_OFFSET, DEV_EXAMPLES = 1000, 300
 TEST_OFFSET, TEST_EXAMPLES = 0, 1000
 

@@ -331,3 +331,35 @@ def test_coco_captions_dispatch(tok, monkeypatch):
                                       process_index=1, process_count=2) == "ok"
   assert calls == [((cfg, _processor, tok), dict(global_batch_size=8, seed=3, process_index=1,
                                                   process_count=2))]
+
+
+def test_character_targets_spell_words_in_the_same_vocabulary(tok, lines):
+  """target_units='characters': one vocabulary piece per character, decoding to the text the
+  usual subword labels decode to (so metrics and predict.py need nothing else)."""
+  sample = lines[1][:40] + ["O'Neil's café", "(born 11", "1797 -- February"]
+  for text in sample:
+    pieces = tok.char_pieces(text)
+    usual = tok.tok.encode(text, add_special_tokens=False).ids
+    assert tok.decode_batch([pieces]) == tok.decode_batch([usual])
+    words = [t.lstrip("#") for t in (tok.tok.id_to_token(i) for i in pieces)]
+    assert all(len(w) == 1 for w in words) or "é" in text, words
+  stream, eval_set = vision_pipeline.build_vision(
+      _cfg(target_units="characters"), ImageProcessor.for_image_size(32, 128), tok,
+      global_batch_size=8, seed=0)
+  batch = next(eval_set.batches(8))
+  decoded = _decode(tok, batch["labels"])
+  assert [_squash(d) for d in decoded] == [_squash(t) for _, t in eval_set.examples[:8]]
+  subword = vision_pipeline.build_vision(_cfg(), ImageProcessor.for_image_size(32, 128), tok,
+                                         global_batch_size=8, seed=0)[1]
+  assert (next(eval_set.batches(8))["decoder_attention_mask"].sum()
+          > next(subword.batches(8))["decoder_attention_mask"].sum())
+  with pytest.raises(ValueError, match="target_units"):
+    vision_pipeline.build_vision(_cfg(target_units="bytes"), ImageProcessor.for_image_size(32, 128),
+                                 tok, global_batch_size=8, seed=0)
+
+
+def test_character_targets_need_a_wordpiece_vocabulary():
+  import tokenizers
+  bpe = Tokenizer(tokenizers.Tokenizer(tokenizers.models.BPE()), {})
+  with pytest.raises(ValueError, match="WordPiece"):
+    bpe.char_pieces("abc")

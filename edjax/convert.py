@@ -17,7 +17,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from edjax.configs import (BertConfig, ConfigError, EncoderDecoderConfig, GPT2Config, TrOCRConfig,
+from edjax.model_configs import (BertConfig, ConfigError, EncoderDecoderConfig, GPT2Config, TrOCRConfig,
                            ViTConfig)
 
 ToFlax = Callable[[np.ndarray], tuple]

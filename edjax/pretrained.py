@@ -20,8 +20,8 @@ import flax.traverse_util as traverse_util
 import jax
 import numpy as np
 
-from edjax import configs, convert
-from edjax.configs import ConfigError, EncoderDecoderConfig
+from edjax import model_configs as configs, convert
+from edjax.model_configs import ConfigError, EncoderDecoderConfig
 from edjax.convert import CheckpointError
 from edjax.models import registry
 from edjax.models.encoder_decoder import EncoderDecoderModel, model_for_config

@@ -28,7 +28,7 @@ import optax
 
 import edjax
 from edjax import losses, metrics as metrics_lib
-from edjax.configs import EncoderDecoderConfig, config_from_dict
+from edjax.model_configs import EncoderDecoderConfig, config_from_dict
 from edjax.data import pipeline, vision_pipeline
 from edjax.data.images import ImageProcessor
 from edjax.data.tokenizers import Tokenizer
@@ -70,14 +70,14 @@ def _model_config(config) -> EncoderDecoderConfig | None:
     return None
   enc = enc.replace(**m.encoder_overrides.to_dict())
   dec = dec.replace(**m.decoder_overrides.to_dict())
-  return edjax.configs.join_configs(enc, dec, tie_encoder_decoder=m.tie_encoder_decoder)
+  return edjax.model_configs.join_configs(enc, dec, tie_encoder_decoder=m.tie_encoder_decoder)
 
 
 def _part_config(config_dict, path: str):
   """A part's model config: its config dict if given, else its checkpoint's config.json."""
   if config_dict:
     return config_from_dict(config_dict.to_dict())
-  return edjax.configs.load_config_file(edjax.pretrained.resolve_path(path))
+  return edjax.model_configs.load_config_file(edjax.pretrained.resolve_path(path))
 
 
 def _is_workdir(path: str) -> bool:
@@ -109,7 +109,7 @@ def encoder_model_config(config):
   """The encoder's model config (from encoder_config, or the encoder checkpoint's config.json)."""
   m = config.model
   if config.init_from and not _is_workdir(config.init_from):
-    return edjax.configs.load_config_file(edjax.pretrained.resolve_path(config.init_from)).encoder
+    return edjax.model_configs.load_config_file(edjax.pretrained.resolve_path(config.init_from)).encoder
   return _part_config(m.encoder_config, m.encoder)
 
 

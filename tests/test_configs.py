@@ -12,7 +12,7 @@ import transformers
 from flax import traverse_util
 
 import edjax
-from edjax import configs
+from edjax import model_configs as configs
 
 HF_CLASSES = {
     "bert": (transformers.BertConfig, configs.BertConfig),

@@ -18,7 +18,7 @@ import pytest
 from flax import traverse_util
 
 import edjax
-from edjax import configs
+from edjax import model_configs as configs
 
 ATOL = 1e-5
 BATCH, SRC_LEN, TGT_LEN, MAX_LEN = 2, 7, 6, 8

@@ -21,7 +21,7 @@ from flax import traverse_util
 from safetensors.numpy import load_file, save_file
 
 import edjax
-from edjax import configs
+from edjax import model_configs as configs
 import hf_utils
 
 # ----------------------------------------------------------------------------- tiny models

@@ -20,7 +20,7 @@ import torch
 
 import edjax
 
-G = sys.modules["edjax.generate"]  # the module (edjax.generate is also the function's name)
+G = sys.modules["edjax.generation"]  # the module (edjax.generate is also the function's name)
 import hf_utils
 from hf_utils import hf_encoder_decoder, to_np
 

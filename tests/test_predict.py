@@ -13,7 +13,7 @@ import pytest
 
 import edjax
 from configs.bert2bert import TINY_BERT
-from edjax.configs import EncoderDecoderConfig, config_from_dict
+from edjax.model_configs import EncoderDecoderConfig, config_from_dict
 from experiments import predict
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -161,7 +161,7 @@ def test_gradient_accumulation_equals_a_doubled_batch():
   import optax
   import edjax
   from configs.bert2bert import TINY_BERT
-  from edjax.configs import EncoderDecoderConfig, config_from_dict
+  from edjax.model_configs import EncoderDecoderConfig, config_from_dict
   tiny = dict(TINY_BERT, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, vocab_size=97)
   cfg = EncoderDecoderConfig.from_encoder_decoder_configs(
       config_from_dict(tiny), config_from_dict(tiny), decoder_start_token_id=2, pad_token_id=0)

@@ -83,7 +83,7 @@ def test_small_image_encoder_joins_pretrained_decoder(minilm_dir):
   """trocr's default model: a random DeiT + the MiniLM decoder; fresh are only the encoder, the
   enc_to_dec_proj, the cross-attention and (as in HF: MiniLM is a BertModel) the LM head
   transform; the MiniLM weights are reused verbatim."""
-  enc = edjax.configs.config_from_dict(trocr_config.SMALL_DEIT)
+  enc = edjax.model_configs.config_from_dict(trocr_config.SMALL_DEIT)
   model, params, info = edjax.from_encoder_decoder_pretrained(
       enc, minilm_dir, output_loading_info=True, decoder_start_token_id=101, eos_token_id=102,
       pad_token_id=0)

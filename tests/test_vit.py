@@ -15,7 +15,7 @@ import pytest
 import torch
 import transformers
 
-from edjax import configs, convert
+from edjax import model_configs as configs, convert
 from edjax.models import registry, vit
 
 TINY = dict(image_size=32, patch_size=8, num_channels=3, hidden_size=32, num_hidden_layers=2,
@@ -131,7 +131,7 @@ def test_qkv_bias_false_is_rejected():
 
 def test_vision_encoder_in_the_text_composite_names_the_vision_class():
   import edjax
-  from edjax.configs import BertConfig, EncoderDecoderConfig, ViTConfig
+  from edjax.model_configs import BertConfig, EncoderDecoderConfig, ViTConfig
   cfg = EncoderDecoderConfig.from_encoder_decoder_configs(
       ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=37,
                 image_size=32, patch_size=8),

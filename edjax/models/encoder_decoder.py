@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from edjax import losses
-from edjax.configs import (VISION_MODEL_TYPES, ConfigError, EncoderDecoderConfig,
+from edjax.model_configs import (VISION_MODEL_TYPES, ConfigError, EncoderDecoderConfig,
                            VisionEncoderDecoderConfig)
 from edjax.models import layers, registry, vit
 from edjax.models.outputs import CausalLMOutput, ModelOutput, Seq2SeqLMOutput

@@ -10,7 +10,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from edjax.configs import GPT2Config
+from edjax.model_configs import GPT2Config
 from edjax.models import layers
 from edjax.models.outputs import CausalLMOutput, ModelOutput
 

@@ -7,7 +7,7 @@ from typing import Callable, Optional
 
 import flax.linen as nn
 
-from edjax import configs
+from edjax import model_configs as configs
 from edjax.models import bert, gpt2, trocr, vit
 
 

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from edjax.configs import TrOCRConfig
+from edjax.model_configs import TrOCRConfig
 from edjax.models import layers
 from edjax.models.outputs import CausalLMOutput, ModelOutput
 

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from edjax.configs import ConfigError, ViTConfig
+from edjax.model_configs import ConfigError, ViTConfig
 from edjax.models import layers
 from edjax.models.outputs import ModelOutput
 

@@ -54,7 +54,7 @@ class _HFConfig:
     model_type = d.pop("model_type", cls.model_type)
     if model_type != cls.model_type:
       raise ConfigError(f"{cls.__name__} got a config with model_type={model_type!r}; "
-                        f"expected {cls.model_type!r}. Use edjax.configs.config_from_dict to dispatch.")
+                        f"expected {cls.model_type!r}. Use edjax.model_configs.config_from_dict to dispatch.")
     names = cls.field_names()
     known = {k: v for k, v in d.items() if k in names}
     extra = {k: v for k, v in d.items() if k not in names}

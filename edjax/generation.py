@@ -14,6 +14,7 @@ the cross-attention K/V computed once per input (beams share them, see
 from __future__ import annotations
 
 import dataclasses
+import inspect
 
 import flax.struct
 import jax
@@ -50,6 +51,18 @@ class GenerationSettings:
   num_return_sequences: int = 1
   forced_bos_token_id: int | None = None
   forced_eos_token_ids: tuple[int, ...] | None = None
+
+
+# GenerationSettings field -> the transformers keyword that sets it, where the spellings differ:
+# HF takes one id or a list as `eos_token_id` / `forced_eos_token_id`, stored here as tuples.
+HF_KEYWORDS = {"eos_token_ids": "eos_token_id", "forced_eos_token_ids": "forced_eos_token_id"}
+
+# Every generation-setting keyword that `generate` / `resolve_settings` accept (HF spellings): the
+# GenerationSettings fields through HF_KEYWORDS, plus `max_new_tokens` (an alternative way to set
+# max_length = max_new_tokens + 1, the decoder prompt being the start token).
+SETTING_NAMES: tuple[str, ...] = tuple(
+    HF_KEYWORDS.get(f.name, f.name) for f in dataclasses.fields(GenerationSettings)) + (
+        "max_new_tokens",)
 
 
 @flax.struct.dataclass
@@ -463,3 +476,7 @@ def generate(model, params, input_ids=None, attention_mask=None, pixel_values=No
   elif isinstance(prng_key, int):
     prng_key = jax.random.PRNGKey(prng_key)
   return _generate_jit(model, s, params, inputs, prng_key)
+
+
+assert set(SETTING_NAMES) == set(inspect.signature(resolve_settings).parameters) - {"model"}, (
+    "resolve_settings' keywords and SETTING_NAMES disagree")

@@ -110,7 +110,7 @@ def generation_kwargs() -> dict:
 
 def image_processor(checkpoint: str, directory: str | None, model):
   """The ImageProcessor of a vision checkpoint (see the module docstring)."""
-  from edjax.data.images import ImageProcessor
+  from edjax.processing.images import ImageProcessor
   for path in (directory, checkpoint):
     if path and os.path.exists(os.path.join(path, "preprocessor_config.json")):
       return ImageProcessor.from_dir(path)
@@ -127,7 +127,7 @@ def predict(checkpoint: str, lines: list[str], tokenizer_dir: str, decoder_token
   import jax
 
   import edjax
-  from edjax.data.tokenizers import Tokenizer
+  from edjax.processing.tokenizers import Tokenizer
 
   model, params = edjax.from_pretrained(checkpoint)
   vision = isinstance(model, edjax.VisionEncoderDecoderModel)

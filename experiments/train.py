@@ -30,8 +30,8 @@ import edjax
 from edjax import losses, metrics as metrics_lib
 from edjax.model_configs import EncoderDecoderConfig, config_from_dict
 from edjax.data import pipeline, vision_pipeline
-from edjax.data.images import ImageProcessor
-from edjax.data.tokenizers import Tokenizer
+from edjax.processing.images import ImageProcessor
+from edjax.processing.tokenizers import Tokenizer
 from edjax.train import checkpoint as ckpt_lib
 from edjax.train import optimizer as opt_lib
 from edjax.train import partitioning

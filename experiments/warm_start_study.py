@@ -80,7 +80,7 @@ def evaluate_export(export: str, offset: int, examples: int, beams: int, workdir
   import ml_collections
   import edjax
   from edjax.data import pipeline
-  from edjax.data.tokenizers import Tokenizer
+  from edjax.processing.tokenizers import Tokenizer
   from experiments import train
 
   tok = Tokenizer.from_dir(export)
@@ -103,7 +103,7 @@ def echo_baseline(offset: int, examples: int) -> dict:
   from configs.common import minilm_dir
   from edjax import metrics as metrics_lib
   from edjax.data import pipeline
-  from edjax.data.tokenizers import Tokenizer
+  from edjax.processing.tokenizers import Tokenizer
 
   tok = Tokenizer.from_dir(minilm_dir())
   data = ml_collections.ConfigDict(study.get_config("arm=warm,lr=1e-3").data.to_dict())

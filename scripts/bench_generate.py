@@ -65,7 +65,7 @@ def main() -> None:
   import transformers
 
   import edjax
-  from edjax.data.tokenizers import Tokenizer
+  from edjax.processing.tokenizers import Tokenizer
 
   torch.manual_seed(0)
   ckpt = minilm_dir()

@@ -23,9 +23,9 @@ import tensorflow_datasets as tfds
 from edjax import metrics
 from edjax.data import pipeline
 from edjax.data import coco_captions
-from edjax.data import images as images_lib
-from edjax.data.images import ImageProcessor
-from edjax.data.tokenizers import Tokenizer
+from edjax.processing import images as images_lib
+from edjax.processing.images import ImageProcessor
+from edjax.processing.tokenizers import Tokenizer
 
 NUM_IMAGES = {"train": 14, "restval": 6, "val": 7, "test": 5}
 WORDS = ("a man woman dog cat riding sitting on the with red blue table street bus pizza two "

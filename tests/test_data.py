@@ -11,7 +11,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from edjax.data import pipeline, wiki_split
-from edjax.data.tokenizers import Tokenizer
+from edjax.processing.tokenizers import Tokenizer
 
 S, T = 48, 40  # static source / target lengths of these tests
 

@@ -137,7 +137,7 @@ def test_min_length_bans_eos_and_defaults_from_generation_config():
 def test_minilm_bert2bert_cnn_dm_settings(minilm_dir, wiki_sentences):
   """A transformers-made MiniLM bert2bert with CNN/DM-style settings: identical sequences."""
   import transformers
-  from edjax.data.tokenizers import Tokenizer
+  from edjax.processing.tokenizers import Tokenizer
   torch.manual_seed(0)
   hf = transformers.EncoderDecoderModel.from_encoder_decoder_pretrained(minilm_dir, minilm_dir).eval()
   hf.config.decoder_start_token_id, hf.config.pad_token_id, hf.config.eos_token_id = 101, 0, 102

@@ -1,4 +1,4 @@
-"""edjax.data.images against transformers' ViTImageProcessor / DeiTImageProcessor (the oracle).
+"""edjax.processing.images against transformers' ViTImageProcessor / DeiTImageProcessor (the oracle).
 
 Real photos from matplotlib's sample data (grace_hopper.jpg: RGB JPEG; logo2.png and
 Minduka_Present_Blue_Pack.png: RGBA PNGs) plus Pillow-made images (gradients, shapes, gray,
@@ -19,8 +19,8 @@ import pytest
 import tensorflow as tf
 from transformers import DeiTImageProcessor, ViTImageProcessor
 
-from edjax.data import images as images_lib
-from edjax.data.images import ImageProcessor
+from edjax.processing import images as images_lib
+from edjax.processing.images import ImageProcessor
 
 TOL = 1e-5
 SAMPLE_DATA = os.path.join(matplotlib.get_data_path(), "sample_data")

@@ -13,8 +13,8 @@ from PIL import Image, ImageDraw
 
 import edjax.data
 from edjax.data import ocr, vision_pipeline
-from edjax.data.images import ImageProcessor
-from edjax.data.tokenizers import Tokenizer
+from edjax.processing.images import ImageProcessor
+from edjax.processing.tokenizers import Tokenizer
 
 H, W = 32, 128  # render canvas
 PH, PW = 48, 192  # pixel_values (the image processor's size)

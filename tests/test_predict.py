@@ -40,7 +40,7 @@ def test_predict_matches_generate_and_keeps_input_order(checkpoint, wiki_sentenc
   rows = predict.predict(directory, lines, directory, directory, batch_size=2,
                          max_input_length=64, seed=0, gen_kwargs=kwargs, progress=open(os.devnull, "w"))
   assert [r["input"] for r in rows] == lines
-  from edjax.data.tokenizers import Tokenizer
+  from edjax.processing.tokenizers import Tokenizer
   tok = Tokenizer.from_dir(directory)
   for line, row in zip(lines, rows):  # one input alone gives the same text and score
     ids, mask = tok.encode_batch([line], 64)

@@ -13,7 +13,7 @@ from PIL import Image
 import edjax
 from configs import trocr as trocr_config
 from edjax.data import ocr
-from edjax.data.images import ImageProcessor
+from edjax.processing.images import ImageProcessor
 from experiments import predict
 from experiments import train as train_lib
 
@@ -67,7 +67,7 @@ def test_predict_reads_image_files(trained, tmp_path):
                          seed=0, gen_kwargs=kwargs, progress=open(os.devnull, "w"),
                          input_path=str(tmp_path / "images.txt"))
   model, params = edjax.from_pretrained(export)
-  from edjax.data.tokenizers import Tokenizer
+  from edjax.processing.tokenizers import Tokenizer
   tok = Tokenizer.from_dir(export)
   pixels = ImageProcessor.from_dir(export)(data.images(np.arange(3)))
   out = edjax.generate(model, params, pixel_values=pixels, **kwargs)

@@ -76,10 +76,10 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from edjax.data import images as images_lib
-from edjax.data.images import ImageProcessor
+from edjax.processing import images as images_lib
+from edjax.processing.images import ImageProcessor
 from edjax.data.pipeline import IGNORE_INDEX, EvalSet, _check_sharding, _get
-from edjax.data.tokenizers import Tokenizer
+from edjax.processing.tokenizers import Tokenizer
 
 NAME = "coco_captions"
 SPLITS = ("train", "restval", "val", "test")

@@ -74,7 +74,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from edjax.data.tokenizers import Tokenizer
+from edjax.processing.tokenizers import Tokenizer
 
 NAMES = ("wiki_split", "cnn_dailymail", "xsum", "tsv")
 TFDS_KEYS = {"cnn_dailymail": ("article", "highlights"), "xsum": ("document", "summary")}

@@ -38,7 +38,7 @@ from absl import logging
 
 from edjax.data import ocr
 from edjax.data.pipeline import IGNORE_INDEX, EvalSet, TrainStream, _check_sharding, _get
-from edjax.data.tokenizers import Tokenizer
+from edjax.processing.tokenizers import Tokenizer
 
 NAMES = ("rendered_ocr", "coco_captions")
 
@@ -104,7 +104,7 @@ class ImageTextData:
         or (pixels.shape[1] not in (1, 3) and pixels.shape[-1] in (1, 3))):
       raise ValueError(f"the image processor returned {pixels.dtype} {pixels.shape} for "
                        f"{len(idx)} images: expected float [n, C, H, W] (NCHW pixel_values, "
-                       "as edjax.data.images.ImageProcessor returns)")
+                       "as edjax.processing.images.ImageProcessor returns)")
     mask = np.arange(self.labels.shape[1])[None, :] < self.label_len[idx][:, None]
     labels = np.where(mask, self.labels[idx], IGNORE_INDEX)
     return {"pixel_values": pixels.astype(np.float32),  # [n, C, H, W]

@@ -1,7 +1,10 @@
 """edjax: warm-started encoder-decoder models in JAX (the public API)."""
 
-from edjax.model_configs import (BertConfig, ConfigError, DeiTConfig, EncoderDecoderConfig, GPT2Config,
-                           RobertaConfig, TrOCRConfig, VisionEncoderDecoderConfig, ViTConfig)
+from edjax.model_configs import ConfigError, EncoderDecoderConfig, VisionEncoderDecoderConfig
+from edjax.models.bert import BertConfig, RobertaConfig
+from edjax.models.gpt2 import GPT2Config
+from edjax.models.trocr import TrOCRConfig
+from edjax.models.vit import DeiTConfig, ViTConfig
 from edjax.convert import CheckpointError
 from edjax.generation import GenerateOutput, generate
 from edjax.losses import seq2seq_loss, shift_tokens_right

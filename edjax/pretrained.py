@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
-import tempfile
 from typing import Any
 
 import flax.serialization
@@ -20,7 +18,8 @@ import flax.traverse_util as traverse_util
 import jax
 import numpy as np
 
-from edjax import model_configs as configs, convert
+from edjax import convert, fileio
+from edjax import model_configs as configs
 from edjax.model_configs import ConfigError, EncoderDecoderConfig
 from edjax.convert import CheckpointError
 from edjax.models import registry
@@ -103,13 +102,13 @@ def _load_part(model, role: str, path: str, part_config) -> tuple[dict, convert.
   arch = registry.get(part_config.model_type)
   state = convert.with_prefix(convert.read_state_dict(path), arch.base_model_prefix + ".",
                               want=(role == "decoder"))
-  rules_fn = convert.encoder_rules if role == "encoder" else convert.decoder_rules
+  rules_fn = registry.encoder_rules if role == "encoder" else registry.decoder_rules
   flat, report = convert.hf_to_flax(state, rules_fn(part_config, "", f"{role}/"),
-                                    _expected_shapes(model))
+                                    _expected_shapes(model), ignored=arch.ignored_hf_keys)
   if report.mismatched:
     raise CheckpointError(f"{role} checkpoint {path} does not fit the {part_config.model_type} "
                           f"config: {report.summary()}. Check that config.json matches the weights.")
-  not_fresh = [k for k in report.missing if not _fresh_in_warm_start(k)]
+  not_fresh = [k for k in report.missing if not any(f in k for f in arch.fresh_on_warm_start)]
   if not_fresh:
     raise CheckpointError(
         f"{role} checkpoint {path} lacks {len(not_fresh)} tensors a {part_config.model_type} "
@@ -118,13 +117,6 @@ def _load_part(model, role: str, path: str, part_config) -> tuple[dict, convert.
     log.warning("%s checkpoint %s: %d tensors unused (e.g. %s)", role, path,
                 len(report.unexpected), report.unexpected[:4])
   return flat, report
-
-
-def _fresh_in_warm_start(name: str) -> bool:
-  """Tensors a warm start may initialise: cross-attention, LM head, pooler (HF does the same)."""
-  fresh = ("crossattention", "ln_cross_attn", "encoder_attn", "cls.predictions", "lm_head.",
-           "output_projection.", "pooler.")
-  return any(f in name for f in fresh)
 
 
 def from_encoder_decoder_pretrained(encoder_path: str, decoder_path: str, rng: int | jax.Array = 0,
@@ -151,7 +143,7 @@ def from_encoder_decoder_pretrained(encoder_path: str, decoder_path: str, rng: i
                       f"decoder_, composite ids are {list(SPECIAL_TOKEN_KEYS)}")
   def part_config(spec, overrides, role):
     """(path or None, config): a checkpoint dir, or a model config to initialise randomly."""
-    if isinstance(spec, configs._HFConfig):
+    if isinstance(spec, configs.HFConfig):
       return None, _apply_overrides(spec, overrides, role)
     path = resolve_path(spec)
     return path, _apply_overrides(configs.load_config_file(path), overrides, role)
@@ -223,7 +215,8 @@ def from_pretrained(path: str, rng: int | jax.Array = 0, dtype=np.float32, stric
     return (model, params, report) if output_loading_info else (model, params)
 
   rules = convert.encoder_decoder_rules(config)
-  flat, report = convert.hf_to_flax(convert.read_state_dict(path), rules, _expected_shapes(model))
+  flat, report = convert.hf_to_flax(convert.read_state_dict(path), rules, _expected_shapes(model),
+                                    ignored=convert.ignored_hf_keys(config.encoder, config.decoder))
   _fill_tied(model, flat)
   # A tensor absent from the file but filled from its tied twin is not missing.
   by_name = {r.hf: r for r in rules}
@@ -255,36 +248,6 @@ def _check_tree(model: EncoderDecoderModel, params, where: str) -> None:
 # ----------------------------------------------------------------------------- saving
 
 
-def _atomic_write_dir(out_dir: str, files: dict[str, Any]) -> None:
-  """Writes {name: bytes | callable(path)} into out_dir without ever leaving half a file.
-
-  A new directory is built beside it and renamed into place; into an existing directory each file
-  is written to a temporary name and os.replace()d (weights first, config.json last).
-  """
-  out_dir = os.path.abspath(out_dir)
-  parent = os.path.dirname(out_dir)
-  os.makedirs(parent, exist_ok=True)
-  tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.tmp-", dir=parent)
-  try:
-    for name, content in files.items():
-      target = os.path.join(tmp, name)
-      if callable(content):
-        content(target)
-      else:
-        with open(target, "wb") as f:
-          f.write(content)
-      with open(target, "rb") as f:
-        os.fsync(f.fileno())
-    if not os.path.exists(out_dir):
-      os.rename(tmp, out_dir)
-      return
-    order = sorted(files, key=lambda n: n == "config.json")
-    for name in order:
-      os.replace(os.path.join(tmp, name), os.path.join(out_dir, name))
-  finally:
-    shutil.rmtree(tmp, ignore_errors=True)
-
-
 def _json_bytes(d: dict) -> bytes:
   return (json.dumps(d, indent=2, sort_keys=False) + "\n").encode()
 
@@ -312,7 +275,7 @@ def save_pretrained(model: EncoderDecoderModel, params, out_dir: str) -> None:
       GENERATION_CONFIG_FILE: _json_bytes(generation_config_dict(config, model.generation_defaults)),
       "config.json": _json_bytes(config_dict),
   }
-  _atomic_write_dir(out_dir, files)
+  fileio.atomic_write_dir(out_dir, files)
 
 
 def export_params(model: EncoderDecoderModel, params, out_dir: str) -> None:
@@ -322,4 +285,4 @@ def export_params(model: EncoderDecoderModel, params, out_dir: str) -> None:
   files = {FLAX_PARAMS_FILE: data,
            GENERATION_CONFIG_FILE: _json_bytes(generation_config_dict(model.config, model.generation_defaults)),
            "config.json": _json_bytes(model.config.to_dict())}
-  _atomic_write_dir(out_dir, files)
+  fileio.atomic_write_dir(out_dir, files)

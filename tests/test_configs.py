@@ -15,9 +15,9 @@ import edjax
 from edjax import model_configs as configs
 
 HF_CLASSES = {
-    "bert": (transformers.BertConfig, configs.BertConfig),
-    "roberta": (transformers.RobertaConfig, configs.RobertaConfig),
-    "gpt2": (transformers.GPT2Config, configs.GPT2Config),
+    "bert": (transformers.BertConfig, edjax.BertConfig),
+    "roberta": (transformers.RobertaConfig, edjax.RobertaConfig),
+    "gpt2": (transformers.GPT2Config, edjax.GPT2Config),
 }
 NON_DEFAULT = {
     "bert": dict(vocab_size=77, hidden_size=48, num_hidden_layers=3, num_attention_heads=6,
@@ -71,8 +71,8 @@ def test_encoder_decoder_dict_round_trip():
   d = json.loads(json.dumps({**hf.to_dict(), **UNKNOWN_KEYS}))
   cfg = configs.config_from_dict(d)
   assert isinstance(cfg, edjax.EncoderDecoderConfig)
-  assert isinstance(cfg.encoder, configs.RobertaConfig)
-  assert isinstance(cfg.decoder, configs.GPT2Config)
+  assert isinstance(cfg.encoder, edjax.RobertaConfig)
+  assert isinstance(cfg.decoder, edjax.GPT2Config)
   assert (cfg.decoder_start_token_id, cfg.pad_token_id, cfg.eos_token_id) == (7, 1, 2)
   assert cfg.decoder.is_decoder and cfg.decoder.add_cross_attention
   assert not cfg.encoder.is_decoder and cfg.encoder.hidden_size == 40
@@ -84,8 +84,8 @@ def test_encoder_decoder_dict_round_trip():
 
 
 def test_from_encoder_decoder_configs_makes_decoder_causal_with_cross_attention():
-  enc = configs.BertConfig(hidden_size=48, num_attention_heads=4)
-  dec = configs.GPT2Config(n_embd=32, n_head=4)
+  enc = edjax.BertConfig(hidden_size=48, num_attention_heads=4)
+  dec = edjax.GPT2Config(n_embd=32, n_head=4)
   assert not dec.is_decoder and not dec.add_cross_attention
   cfg = edjax.EncoderDecoderConfig.from_encoder_decoder_configs(
       enc, dec, decoder_start_token_id=5, pad_token_id=0)
@@ -115,20 +115,20 @@ def test_defaults_match_transformers(model_type):
 
 def test_roberta_defaults():
   """transformers.RobertaConfig's defaults, with RoBERTa's special ids and position offset."""
-  cfg = configs.RobertaConfig()
+  cfg = edjax.RobertaConfig()
   assert (cfg.vocab_size, cfg.max_position_embeddings, cfg.type_vocab_size) == (50265, 512, 2)
   assert (cfg.pad_token_id, cfg.bos_token_id, cfg.eos_token_id) == (1, 0, 2)
   assert cfg.layer_norm_eps == 1e-12
   assert cfg.max_positions == 510  # padding_idx + 1 position rows are never used by tokens
-  assert configs.RobertaConfig(max_position_embeddings=514).max_positions == 512  # roberta-base
-  assert configs.RobertaConfig(pad_token_id=0, max_position_embeddings=66).max_positions == 65
-  assert configs.BertConfig().max_positions == 512 and configs.BertConfig().pad_token_id == 0
-  assert isinstance(cfg, configs.BertConfig) and cfg.model_type == "roberta"
+  assert edjax.RobertaConfig(max_position_embeddings=514).max_positions == 512  # roberta-base
+  assert edjax.RobertaConfig(pad_token_id=0, max_position_embeddings=66).max_positions == 65
+  assert edjax.BertConfig().max_positions == 512 and edjax.BertConfig().pad_token_id == 0
+  assert isinstance(cfg, edjax.BertConfig) and cfg.model_type == "roberta"
   # A config.json that leaves keys out gets transformers' values for them.
   partial = {"model_type": "roberta", "hidden_size": 64, "num_attention_heads": 4}
   ours = configs.config_from_dict(partial)
   hf = transformers.RobertaConfig.from_dict(partial)
-  for name in configs.RobertaConfig.field_names():
+  for name in edjax.RobertaConfig.field_names():
     assert getattr(ours, name) == getattr(hf, name), name
 
 
@@ -139,8 +139,8 @@ def test_configs_are_frozen_and_hashable():
   assert a != a.replace(hidden_size=64) and hash(a) != hash(a.replace(hidden_size=64))
   with pytest.raises(dataclasses.FrozenInstanceError):
     a.hidden_size = 3
-  ed = edjax.EncoderDecoderConfig.from_encoder_decoder_configs(a, configs.GPT2Config())
-  ed2 = edjax.EncoderDecoderConfig.from_encoder_decoder_configs(b, configs.GPT2Config())
+  ed = edjax.EncoderDecoderConfig.from_encoder_decoder_configs(a, edjax.GPT2Config())
+  ed2 = edjax.EncoderDecoderConfig.from_encoder_decoder_configs(b, edjax.GPT2Config())
   assert ed == ed2 and hash(ed) == hash(ed2) and len({ed, ed2, a, b}) == 2
   with pytest.raises(dataclasses.FrozenInstanceError):
     ed.pad_token_id = 0
@@ -167,9 +167,9 @@ def test_replace_keeps_extra_and_validates():
 
 def _tiny(model_type, hidden=32, **kw):
   if model_type == "gpt2":
-    return configs.GPT2Config(vocab_size=101, n_embd=hidden, n_layer=2, n_head=4, n_positions=64,
+    return edjax.GPT2Config(vocab_size=101, n_embd=hidden, n_layer=2, n_head=4, n_positions=64,
                               **kw)
-  cls = configs.RobertaConfig if model_type == "roberta" else configs.BertConfig
+  cls = edjax.RobertaConfig if model_type == "roberta" else edjax.BertConfig
   return cls(vocab_size=99, hidden_size=hidden, num_hidden_layers=2, num_attention_heads=4,
              intermediate_size=37, max_position_embeddings=66, **kw)
 

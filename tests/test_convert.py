@@ -27,6 +27,7 @@ import transformers
 
 import edjax
 from edjax import convert
+from edjax.models import registry
 from hf_utils import randomize_, tiny_hf_config, to_np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -43,6 +44,8 @@ CLASSES = {
 }
 BASE_PREFIX = {"bert": "bert.", "roberta": "roberta.", "gpt2": "transformer."}
 HEAD_PREFIXES = ("cls.", "lm_head.")
+# HF buffers / derived tensors of every family: never converted, never reported unexpected.
+IGNORED = convert.ignored_hf_keys(*(registry.get(t).config_class() for t in registry.model_types()))
 
 # Every class is a decoder once and every encoder-capable class an encoder at least once.
 PAIRS = [
@@ -96,7 +99,7 @@ def _flat(model, params) -> dict[str, np.ndarray]:
 
 
 def _file_keys(directory: str) -> set[str]:
-  return {k for k in convert.read_state_dict(directory) if not convert._is_ignored(k)}
+  return {k for k in convert.read_state_dict(directory) if not convert.is_ignored(k, IGNORED)}
 
 
 def _fresh_paths(flat: dict, enc: str, dec: str) -> set[str]:
@@ -138,7 +141,7 @@ def test_warm_start_report_and_placement(ckpts, warm, enc, dec):
 
   # Encoder: the base-model prefix of an LM checkpoint is stripped; its head is unexpected.
   enc_state = convert.with_prefix(convert.read_state_dict(ckpts[enc]), BASE_PREFIX[enc_type], False)
-  enc_keys = {k for k in enc_state if not convert._is_ignored(k)}
+  enc_keys = {k for k in enc_state if not convert.is_ignored(k, IGNORED)}
   enc_head = {k for k in enc_keys if k.startswith(HEAD_PREFIXES)}
   assert set(info["encoder"].used) == enc_keys - enc_head
   assert sorted(info["encoder"].unexpected) == sorted(enc_head)
@@ -148,7 +151,7 @@ def test_warm_start_report_and_placement(ckpts, warm, enc, dec):
 
   # Decoder: a base checkpoint gets the prefix added; its pooler has no place in a causal LM.
   dec_state = convert.with_prefix(convert.read_state_dict(ckpts[dec]), prefix, True)
-  dec_keys = {k for k in dec_state if not convert._is_ignored(k)}
+  dec_keys = {k for k in dec_state if not convert.is_ignored(k, IGNORED)}
   pooler = {k for k in dec_keys if ".pooler." in k}
   assert set(info["decoder"].used) == dec_keys - pooler
   assert sorted(info["decoder"].unexpected) == sorted(pooler)
@@ -182,8 +185,8 @@ def test_warm_start_report_and_placement(ckpts, warm, enc, dec):
   # Placement: every used tensor comes back bit-exactly through its rule's inverse hook.
   checked = 0
   for rules, state, report in (
-      (convert.encoder_rules(cfg.encoder, "", "encoder/"), enc_state, info["encoder"]),
-      (convert.decoder_rules(cfg.decoder, "", "decoder/"), dec_state, info["decoder"])):
+      (registry.encoder_rules(cfg.encoder, "", "encoder/"), enc_state, info["encoder"]),
+      (registry.decoder_rules(cfg.decoder, "", "decoder/"), dec_state, info["decoder"])):
     used = set(report.used)
     for rule in rules:
       name = next((n for n in (rule.hf, *rule.aliases) if n in used), None)
@@ -286,7 +289,7 @@ def test_same_tensors_and_logits_as_transformers_warm_start(ckpts, warm, enc, de
   # Same names: transformers' extra entries are only buffers and tied output embeddings.
   assert set(ours) <= set(hf_state)
   extra = set(hf_state) - set(ours)
-  assert all(convert._is_ignored(k) or k.endswith("decoder.bias") for k in extra), sorted(extra)
+  assert all(convert.is_ignored(k, IGNORED) or k.endswith("decoder.bias") for k in extra), sorted(extra)
   for k in sorted(set(ours) - fresh):
     np.testing.assert_array_equal(ours[k], hf_state[k], err_msg=k)
   # transformers initialises the same tensors freshly (they differ from ours: other RNG).

@@ -18,7 +18,6 @@ import pytest
 from flax import traverse_util
 
 import edjax
-from edjax import model_configs as configs
 
 ATOL = 1e-5
 BATCH, SRC_LEN, TGT_LEN, MAX_LEN = 2, 7, 6, 8
@@ -27,15 +26,15 @@ DEC_TYPES = ("bert", "roberta", "gpt2")
 
 def _part_config(model_type: str, hidden: int, vocab: int):
   if model_type == "bert":
-    return configs.BertConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=2,
+    return edjax.BertConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=2,
                               num_attention_heads=4, intermediate_size=37,
                               max_position_embeddings=64)
   if model_type == "roberta":
-    return configs.RobertaConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=2,
+    return edjax.RobertaConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=2,
                                  num_attention_heads=4, intermediate_size=37,
                                  max_position_embeddings=66)
   assert model_type == "gpt2"
-  return configs.GPT2Config(vocab_size=vocab, n_embd=hidden, n_layer=2, n_head=4, n_positions=64,
+  return edjax.GPT2Config(vocab_size=vocab, n_embd=hidden, n_layer=2, n_head=4, n_positions=64,
                             bos_token_id=vocab - 1, eos_token_id=vocab - 1, pad_token_id=0)
 
 

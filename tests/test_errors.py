@@ -30,18 +30,18 @@ import hf_utils
 def _bert(**kw):
   base = dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
               intermediate_size=37, max_position_embeddings=64)
-  return configs.BertConfig(**{**base, **kw})
+  return edjax.BertConfig(**{**base, **kw})
 
 
 def _roberta(**kw):
   base = dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
               intermediate_size=37, max_position_embeddings=66)
-  return configs.RobertaConfig(**{**base, **kw})
+  return edjax.RobertaConfig(**{**base, **kw})
 
 
 def _gpt2(**kw):
   base = dict(vocab_size=101, n_embd=32, n_layer=2, n_head=4, n_positions=64)
-  return configs.GPT2Config(**{**base, **kw})
+  return edjax.GPT2Config(**{**base, **kw})
 
 
 def _zeros(model):
@@ -278,7 +278,7 @@ def test_unknown_model_type_in_dict():
     configs.config_from_dict({"hidden_size": 32})
   with pytest.raises(edjax.ConfigError, match=r"BertConfig got a config with model_type='gpt2'"
                                               r".*config_from_dict"):
-    configs.BertConfig.from_dict(_gpt2().to_dict())
+    edjax.BertConfig.from_dict(_gpt2().to_dict())
 
 
 def test_config_replace_typo():

@@ -152,16 +152,16 @@ def _perturb(params, seed: int):
 
 RANDOM_CASES = {
     "bert2gpt2_proj": lambda: configs.EncoderDecoderConfig.from_encoder_decoder_configs(
-        configs.BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2,
+        edjax.BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2,
                            num_attention_heads=4, intermediate_size=37, max_position_embeddings=64),
-        configs.GPT2Config(vocab_size=101, n_embd=48, n_layer=2, n_head=4, n_positions=64,
+        edjax.GPT2Config(vocab_size=101, n_embd=48, n_layer=2, n_head=4, n_positions=64,
                            bos_token_id=100, eos_token_id=100, pad_token_id=0),
         **IDS),
     "roberta_share": lambda: configs.EncoderDecoderConfig.from_encoder_decoder_configs(
-        configs.RobertaConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2,
+        edjax.RobertaConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2,
                               num_attention_heads=4, intermediate_size=37,
                               max_position_embeddings=66),
-        configs.RobertaConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2,
+        edjax.RobertaConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2,
                               num_attention_heads=4, intermediate_size=37,
                               max_position_embeddings=66),
         tie_encoder_decoder=True, decoder_start_token_id=0, pad_token_id=1, eos_token_id=2),

@@ -1,7 +1,7 @@
 """ViT / DeiT encoders: parity with transformers' ViTModel / DeiTModel and lossless conversion.
 
 Tiny random torch models (every parameter seeded noise, LayerNorm scales around 1) are loaded
-through `convert.encoder_rules`; both run on the same NCHW pixel_values.
+through the registered `encoder_rules`; both run on the same NCHW pixel_values.
 """
 
 from __future__ import annotations
@@ -51,10 +51,10 @@ def case(request):
   _randomize(hf, seed=1 if model_type == "vit" else 2)
   state = {k: v.detach().numpy() for k, v in hf.state_dict().items()}
   cfg = configs.config_from_dict(hf_cfg.to_dict())
-  assert type(cfg) is configs.MODEL_CONFIGS[model_type]
+  assert type(cfg) is registry.get(model_type).config_class
   module = registry.encoder_module(cfg, jnp.float32)
   expected = _expected_shapes(module, cfg)
-  rules = convert.encoder_rules(cfg, "", "")
+  rules = registry.encoder_rules(cfg, "", "")
   flat, report = convert.hf_to_flax(state, rules, expected)
   assert not report.missing and not report.unexpected and not report.mismatched, report.summary()
   assert set(flat) == set(expected), set(flat) ^ set(expected)
@@ -65,7 +65,7 @@ def case(request):
 
 def test_config_defaults_match_transformers():
   for model_type, (hf_cfg_cls, _) in HF_CLASSES.items():
-    ours = configs.MODEL_CONFIGS[model_type]()
+    ours = registry.get(model_type).config_class()
     theirs = hf_cfg_cls().to_dict()
     for name in ours.field_names():
       if name == "pooler_output_size":  # HF resolves None to hidden_size
@@ -126,12 +126,12 @@ def test_bad_pixel_values(case, shape, match):
 
 def test_qkv_bias_false_is_rejected():
   with pytest.raises(ValueError, match="qkv_bias"):
-    vit.block_config(configs.ViTConfig(qkv_bias=False))
+    vit.block_config(vit.ViTConfig(qkv_bias=False))
 
 
 def test_vision_encoder_in_the_text_composite_names_the_vision_class():
   import edjax
-  from edjax.model_configs import BertConfig, EncoderDecoderConfig, ViTConfig
+  from edjax import BertConfig, EncoderDecoderConfig, ViTConfig
   cfg = EncoderDecoderConfig.from_encoder_decoder_configs(
       ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=37,
                 image_size=32, patch_size=8),

@@ -1,20 +1,89 @@
-"""BERT and RoBERTa: encoder (`BertModel`) and causal-LM decoder with cross-attention.
+"""BERT and RoBERTa: config, encoder (`BertModel`), causal-LM decoder with cross-attention
+(`BertLMHeadModel` / `RobertaForCausalLM`) and their HF conversion rules.
 
-RoBERTa differs only in config defaults and positions: `padding_idx + 1 + cumsum(ids != pad)`
-for real tokens and `padding_idx` for pads (HF `create_position_ids_from_input_ids`).
+RoBERTa differs only in config defaults, positions (`padding_idx + 1 + cumsum(ids != pad)` for
+real tokens and `padding_idx` for pads, HF `create_position_ids_from_input_ids`) and the names of
+its LM head's tensors.
 """
 
 from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from edjax.model_configs import BertConfig
-from edjax.models import layers
-from edjax.models.outputs import CausalLMOutput, ModelOutput
+from edjax import convert
+from edjax.convert import identity, linear, linear_rules, norm_rules, rule
+from edjax.model_configs import HFConfig, HFLayerNames
+from edjax.models import inputs, layers, registry
+from edjax.models.outputs import ModelOutput
 
 Array = jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class BertConfig(HFLayerNames, HFConfig):
+  """transformers.BertConfig fields (BERT, also the base of RoBERTa)."""
+
+  model_type: ClassVar[str] = "bert"
+  vocab_size: int = 30522
+  hidden_size: int = 768
+  num_hidden_layers: int = 12
+  num_attention_heads: int = 12
+  intermediate_size: int = 3072
+  hidden_act: str = "gelu"
+  hidden_dropout_prob: float = 0.1
+  attention_probs_dropout_prob: float = 0.1
+  max_position_embeddings: int = 512
+  type_vocab_size: int = 2
+  initializer_range: float = 0.02
+  layer_norm_eps: float = 1e-12
+  pad_token_id: int | None = 0
+  bos_token_id: int | None = None
+  eos_token_id: int | None = None
+  decoder_start_token_id: int | None = None
+  position_embedding_type: str = "absolute"
+  is_decoder: bool = False
+  add_cross_attention: bool = False
+  cross_attention_hidden_size: int | None = None
+  tie_word_embeddings: bool = True
+  extra: tuple = ()
+
+  @property
+  def max_positions(self) -> int:
+    """Longest sequence the position table covers (RoBERTa loses padding_idx + 1 slots)."""
+    return self.max_position_embeddings
+
+  @property
+  def padding_offset_positions(self) -> bool:
+    """RoBERTa's positions count real tokens from padding_idx + 1; BERT's are 0-based."""
+    return False
+
+
+@dataclasses.dataclass(frozen=True)
+class RobertaConfig(BertConfig):
+  """transformers.RobertaConfig: BERT with RoBERTa's defaults and padding-offset positions.
+
+  Defaults are transformers.RobertaConfig's (so a config.json that omits a key builds the model
+  HF builds), not roberta-base's checkpoint values (514 positions, type_vocab_size 1, eps 1e-5).
+  """
+
+  model_type: ClassVar[str] = "roberta"
+  vocab_size: int = 50265
+  pad_token_id: int | None = 1
+  bos_token_id: int | None = 0
+  eos_token_id: int | None = 2
+
+  @property
+  def max_positions(self) -> int:
+    return self.max_position_embeddings - (self.pad_token_id or 0) - 1
+
+  @property
+  def padding_offset_positions(self) -> bool:
+    return True
 
 
 def block_config(config: BertConfig) -> layers.BlockConfig:
@@ -32,7 +101,7 @@ def position_ids(config: BertConfig, input_ids: Array, offset: Array | int) -> A
   if config.position_embedding_type != "absolute":
     raise ValueError(f"position_embedding_type={config.position_embedding_type!r} is not "
                      "supported; edjax implements 'absolute'")
-  if config.model_type == "roberta":
+  if config.padding_offset_positions:
     pad = config.pad_token_id
     not_pad = (input_ids != pad).astype(jnp.int32)
     return (jnp.cumsum(not_pad, axis=1) + offset) * not_pad + pad
@@ -86,23 +155,21 @@ class BertModel(nn.Module):
     return self.encoder.cross_kv(encoder_hidden)
 
   @nn.compact  # creates the decode-cache variables
-  def __call__(self, input_ids: Array, attention_mask: Array | None = None,
+  def __call__(self, input_ids: Array, *, attention_mask: Array | None = None,
                token_type_ids: Array | None = None, encoder_hidden_states: Array | None = None,
                encoder_attention_mask: Array | None = None, cross_kv=None, decode: bool = False,
                deterministic: bool = True, output_hidden_states: bool = False,
                output_attentions: bool = False) -> ModelOutput:
     """input_ids [batch, length]; attention_mask [batch, length] (decode mode: [batch, max_len])."""
     offset = layers.advance_decode_position(self, input_ids.shape[1], decode)
-    x = self.embeddings(input_ids, token_type_ids, offset, deterministic)
-    self_mask = None if attention_mask is None else layers.padding_mask(attention_mask)
-    cross_mask = (None if encoder_attention_mask is None
-                  else layers.padding_mask(encoder_attention_mask))
+    x = self.embeddings(input_ids, token_type_ids, offset, deterministic)  # [batch, length, hidden]
     x, hidden_states, attentions, cross_attentions = self.encoder(
-        x, self_mask=self_mask, causal=self.config.is_decoder,
-        encoder_hidden=encoder_hidden_states, cross_kv=cross_kv, cross_mask=cross_mask,
-        decode=decode, deterministic=deterministic, output_hidden_states=output_hidden_states,
+        x, attention_mask=attention_mask, causal=self.config.is_decoder,
+        encoder_hidden=encoder_hidden_states, cross_kv=cross_kv,
+        encoder_attention_mask=encoder_attention_mask, decode=decode,
+        deterministic=deterministic, output_hidden_states=output_hidden_states,
         output_attentions=output_attentions)
-    pooled = jnp.tanh(self.pooler(x[:, 0])) if self.add_pooling_layer else None
+    pooled = jnp.tanh(self.pooler(x[:, 0])) if self.add_pooling_layer else None  # [batch, hidden]
     return ModelOutput(last_hidden_state=x, pooler_output=pooled, hidden_states=hidden_states,
                        attentions=attentions, cross_attentions=cross_attentions)
 
@@ -129,37 +196,89 @@ class BertLMHead(nn.Module):
     return logits + bias  # [batch, length, vocab]
 
 
-class BertLMHeadModel(nn.Module):
+class BertLMHeadModel(layers.CausalLM):
   """transformers.BertLMHeadModel / RobertaForCausalLM; the body is named by model_type."""
 
-  config: BertConfig
-  dtype: jnp.dtype = jnp.float32
-
-  @property
-  def base_prefix(self) -> str:
-    return self.config.model_type  # 'bert' or 'roberta', as HF's base_model_prefix
-
   def setup(self):
-    setattr(self, self.base_prefix, BertModel(self.config, add_pooling_layer=False,
-                                              dtype=self.dtype))
+    # HF's base_model_prefix ('bert' / 'roberta') names the body.
+    setattr(self, self.config.model_type, BertModel(self.config, add_pooling_layer=False,
+                                                    dtype=self.dtype))
     self.lm_head = BertLMHead(self.config, self.dtype)
 
-  @property
   def body(self) -> BertModel:
-    return getattr(self, self.base_prefix)
+    return getattr(self, self.config.model_type)
 
-  def cross_kv(self, encoder_hidden: Array):
-    """Per-layer cross-attention (key, value) from encoder states [batch, src_len, hidden]."""
-    return self.body.cross_kv(encoder_hidden)
+  def lm_logits(self, hidden: Array) -> Array:
+    return self.lm_head(hidden, self.body().embeddings.word_embeddings.embedding)
 
-  def __call__(self, input_ids: Array, attention_mask: Array | None = None,
-               encoder_hidden_states: Array | None = None,
-               encoder_attention_mask: Array | None = None, cross_kv=None, decode: bool = False,
-               deterministic: bool = True, output_hidden_states: bool = False,
-               output_attentions: bool = False) -> CausalLMOutput:
-    out = self.body(input_ids, attention_mask, None, encoder_hidden_states, encoder_attention_mask,
-                    cross_kv, decode, deterministic, output_hidden_states, output_attentions)
-    embedding = self.body.embeddings.word_embeddings.embedding  # [vocab, hidden]
-    logits = self.lm_head(out.last_hidden_state, embedding)
-    return CausalLMOutput(logits=logits, hidden_states=out.hidden_states,
-                          attentions=out.attentions, cross_attentions=out.cross_attentions)
+
+# ----------------------------------------------------------------------------- HF conversion
+
+
+def _attention_block(hf: str, flax: str, norm: str, heads: int) -> list[convert.Rule]:
+  """BERT / RoBERTa `attention` or `crossattention` block: projections + post-LN."""
+  return (convert.attention_rules(f"{hf}.self", f"{hf}.output.dense", flax, heads)
+          + norm_rules(f"{hf}.output.LayerNorm", norm))
+
+
+def body_rules(config: BertConfig, hf: str, flax: str, pooler: bool) -> list[convert.Rule]:
+  """BertModel / RobertaModel. hf / flax are prefixes ending in '.' / '/' (or empty)."""
+  h = config.num_attention_heads
+  rules = [rule(f"{hf}embeddings.{n}.weight", f"{flax}embeddings/{n}/embedding", identity())
+           for n in ("word_embeddings", "position_embeddings", "token_type_embeddings")]
+  rules += norm_rules(f"{hf}embeddings.LayerNorm", f"{flax}embeddings/LayerNorm")
+  for i in range(config.num_hidden_layers):
+    src, dst = f"{hf}encoder.layer.{i}", f"{flax}encoder/layers_{i}"
+    rules += _attention_block(f"{src}.attention", f"{dst}/self_attn", f"{dst}/self_attn_norm", h)
+    if config.add_cross_attention:
+      rules += _attention_block(f"{src}.crossattention", f"{dst}/cross_attn",
+                                f"{dst}/cross_attn_norm", h)
+    rules += linear_rules(f"{src}.intermediate.dense", f"{dst}/mlp/fc_in")
+    rules += linear_rules(f"{src}.output.dense", f"{dst}/mlp/fc_out")
+    rules += norm_rules(f"{src}.output.LayerNorm", f"{dst}/mlp_norm")
+  if pooler:
+    rules += linear_rules(f"{hf}pooler.dense", f"{flax}pooler")
+  return rules
+
+
+def lm_head_rules(config: BertConfig, hf: str, flax: str) -> list[convert.Rule]:
+  """BertLMHeadModel's `cls.predictions` / RobertaForCausalLM's `lm_head`."""
+  if config.padding_offset_positions:  # RoBERTa's head names
+    head, dense, norm = f"{hf}lm_head", "dense", "layer_norm"
+  else:
+    head, dense, norm = f"{hf}cls.predictions", "transform.dense", "transform.LayerNorm"
+  rules = linear_rules(f"{head}.{dense}", f"{flax}lm_head/transform")
+  rules += norm_rules(f"{head}.{norm}", f"{flax}lm_head/transform_norm")
+  rules.append(rule(f"{head}.bias", f"{flax}lm_head/bias", identity(),
+                    aliases=(f"{head}.decoder.bias",)))
+  if not config.tie_word_embeddings:
+    rules.append(rule(f"{head}.decoder.weight", f"{flax}lm_head/decoder/kernel", linear()))
+  return rules
+
+
+def encoder_rules(config: BertConfig, hf: str, flax: str) -> list[convert.Rule]:
+  return body_rules(config, hf, flax, pooler=True)
+
+
+def decoder_rules(config: BertConfig, hf: str, flax: str) -> list[convert.Rule]:
+  base = config.model_type
+  return (body_rules(config, f"{hf}{base}.", f"{flax}{base}/", pooler=False)
+          + lm_head_rules(config, hf, flax))
+
+
+def _architecture(config_class: type) -> registry.Architecture:
+  return registry.Architecture(
+      config_class=config_class, modality=registry.TEXT,
+      base_model_prefix=config_class.model_type,
+      encoder=BertModel, decoder=BertLMHeadModel,
+      encoder_rules=encoder_rules, decoder_rules=decoder_rules,
+      check_inputs=inputs.check_text_inputs, dummy_inputs=inputs.text_dummy_inputs,
+      fresh_on_warm_start=("crossattention", "cls.predictions", "lm_head.", "pooler."),
+      # Buffers, and the tied output embedding copies pytorch_model.bin files hold (with
+      # tie_word_embeddings=False a rule reads them first).
+      ignored_hf_keys=(r"(^|\.)embeddings\.position_ids$", r"(^|\.)embeddings\.token_type_ids$",
+                       r"(^|\.)cls\.predictions\.decoder\.weight$",
+                       r"(^|\.)lm_head\.decoder\.weight$"))
+
+
+ARCHITECTURES = (_architecture(BertConfig), _architecture(RobertaConfig))

@@ -18,9 +18,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from edjax import losses
-from edjax.model_configs import (VISION_MODEL_TYPES, ConfigError, EncoderDecoderConfig,
-                           VisionEncoderDecoderConfig)
-from edjax.models import layers, registry, vit
+from edjax.model_configs import ConfigError, EncoderDecoderConfig, VisionEncoderDecoderConfig
+from edjax.models import inputs as inputs_lib
+from edjax.models import layers, registry
 from edjax.models.outputs import CausalLMOutput, ModelOutput, Seq2SeqLMOutput
 
 Array = jax.Array
@@ -42,28 +42,28 @@ class EncoderDecoderModule(nn.Module):
                                           cfg.decoder.initializer_range, self.dtype)
 
   @property
-  def is_vision(self) -> bool:
-    return self.config.encoder.model_type in VISION_MODEL_TYPES
+  def modality(self) -> str:
+    """'text' or 'image': what the encoder reads (the registry's answer, asked only here)."""
+    return registry.get(self.config.encoder.model_type).modality
 
   def encode(self, input_ids: Array | None = None, attention_mask: Array | None = None,
              token_type_ids: Array | None = None, deterministic: bool = True,
              output_hidden_states: bool = False, output_attentions: bool = False,
              pixel_values: Array | None = None) -> ModelOutput:
-    """input_ids [batch, src_len] (text) or pixel_values [batch, C, H, W] (vision) -> encoder
-    output (last_hidden_state [batch, src_len, enc_hidden]; vision: src_len = special + patches)."""
-    if self.is_vision:
+    """input_ids [batch, src_len] (text) or pixel_values [batch, C, H, W] (image) -> encoder
+    output (last_hidden_state [batch, src_len, enc_hidden]; image: src_len = special + patches)."""
+    flags = dict(deterministic=deterministic, output_hidden_states=output_hidden_states,
+                 output_attentions=output_attentions)
+    if self.modality == registry.IMAGE:
       if pixel_values is None:
         raise ValueError(f"the {self.config.encoder.model_type} encoder reads pixel_values "
                          "[batch, channels, height, width], not input_ids")
-      return self.encoder(pixel_values, deterministic=deterministic,
-                          output_hidden_states=output_hidden_states,
-                          output_attentions=output_attentions)
+      return self.encoder(pixel_values, **flags)
     if input_ids is None:
       raise ValueError(f"the {self.config.encoder.model_type} encoder reads input_ids "
                        "[batch, src_len]; pixel_values need a VisionEncoderDecoderModel")
-    return self.encoder(input_ids, attention_mask, token_type_ids, deterministic=deterministic,
-                        output_hidden_states=output_hidden_states,
-                        output_attentions=output_attentions)
+    return self.encoder(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                        **flags)
 
   def project_encoder_states(self, encoder_hidden_states: Array) -> Array:
     """Applies enc_to_dec_proj when the widths differ (no-op otherwise)."""
@@ -90,8 +90,11 @@ class EncoderDecoderModule(nn.Module):
       if encoder_hidden_states is None:
         raise ValueError("decode needs encoder_hidden_states or cross_kv")
       enc = self.project_encoder_states(encoder_hidden_states)
-    return self.decoder(decoder_input_ids, decoder_attention_mask, enc, encoder_attention_mask,
-                        cross_kv, decode, deterministic, output_hidden_states, output_attentions)
+    return self.decoder(decoder_input_ids, attention_mask=decoder_attention_mask,
+                        encoder_hidden_states=enc, encoder_attention_mask=encoder_attention_mask,
+                        cross_kv=cross_kv, decode=decode, deterministic=deterministic,
+                        output_hidden_states=output_hidden_states,
+                        output_attentions=output_attentions)
 
   def __call__(self, input_ids: Array | None = None, attention_mask: Array | None = None,
                decoder_input_ids: Array | None = None,
@@ -111,7 +114,7 @@ class EncoderDecoderModule(nn.Module):
         decoder_attention_mask = (decoder_input_ids != cfg.pad_token_id).astype(jnp.int32)
     enc = self.encode(input_ids, attention_mask, token_type_ids, deterministic,
                       output_hidden_states, output_attentions, pixel_values)
-    if self.is_vision:
+    if self.modality == registry.IMAGE:
       attention_mask = None  # every patch is attended (HF passes no encoder mask)
     dec = self.decode(decoder_input_ids, enc.last_hidden_state, attention_mask,
                       decoder_attention_mask, deterministic=deterministic,
@@ -125,86 +128,6 @@ class EncoderDecoderModule(nn.Module):
         encoder_hidden_states=enc.hidden_states, encoder_attentions=enc.attentions,
         decoder_hidden_states=dec.hidden_states, decoder_attentions=dec.attentions,
         cross_attentions=dec.cross_attentions)
-
-
-# ----------------------------------------------------------------------------- input checks
-
-
-def _is_concrete(x) -> bool:
-  return not isinstance(x, jax.core.Tracer)
-
-
-def check_token_ids(name: str, ids, vocab_size: int, max_positions: int | None) -> None:
-  """Clear errors for [batch, length] token ids: rank, length vs positions, range vs vocab."""
-  if ids is None:
-    return
-  shape = np.shape(ids)
-  if len(shape) != 2:
-    raise ValueError(f"{name} must be [batch, length] token ids, got shape {tuple(shape)}; "
-                     "add a batch dimension with ids[None]")
-  if max_positions is not None and shape[1] > max_positions:
-    raise ValueError(f"{name} has length {shape[1]} but the model has {max_positions} positions; "
-                     f"truncate inputs to {max_positions} tokens")
-  if _is_concrete(ids) and shape[1] > 0:
-    arr = np.asarray(ids)
-    if not np.issubdtype(arr.dtype, np.integer):
-      raise ValueError(f"{name} must be integer token ids, got dtype {arr.dtype}")
-    lo, hi = int(arr.min()), int(arr.max())
-    if hi >= vocab_size or lo < 0:
-      raise ValueError(f"{name} holds ids in [{lo}, {hi}] but the vocabulary has {vocab_size} "
-                       "entries: use the tokenizer that matches this checkpoint")
-
-
-def check_mask(name: str, mask, ids_name: str, ids) -> None:
-  if mask is None or ids is None:
-    return
-  if np.shape(mask) != np.shape(ids):
-    raise ValueError(f"{name} has shape {tuple(np.shape(mask))} but {ids_name} has "
-                     f"{tuple(np.shape(ids))}: they must match ([batch, length], 1 = real token)")
-
-
-def check_encoder_mask(mask, encoder_hidden_states, cross_kv) -> None:
-  """encoder_attention_mask must be [batch, src_len] of the encoder states / cross K/V it masks."""
-  if mask is None:
-    return
-  if encoder_hidden_states is not None:
-    want, source = tuple(np.shape(encoder_hidden_states)[:2]), "encoder_hidden_states"
-  elif cross_kv is not None:
-    want, source = tuple(np.shape(cross_kv[0][0])[:2]), "cross_kv"
-  else:
-    return
-  if tuple(np.shape(mask)) != want:
-    raise ValueError(f"encoder_attention_mask has shape {tuple(np.shape(mask))} but {source} is "
-                     f"[batch, src_len] = {want}: pass the attention_mask of the encoder inputs")
-
-
-def check_decode_cache(variables: dict, decoder_input_ids) -> None:
-  """decode=True needs a cache from `init_cache` with room for the new tokens.
-
-  Without this check an over-full static cache would clamp its writes and silently corrupt the
-  output; the index check runs only when the cache index is concrete (not under jit).
-  """
-  if "cache" not in variables:
-    raise ValueError("decode=True needs a decode cache: pass variables={'params': params, "
-                     "'cache': model.init_cache(batch_size, max_length)} and mutable=['cache']")
-  if decoder_input_ids is None:
-    return
-  flat = _flat(variables["cache"])
-  keys = [v for k, v in flat.items() if k.endswith("cached_key")]
-  if not keys:
-    return
-  batch, max_len = np.shape(keys[0])[:2]
-  ids_batch, length = np.shape(decoder_input_ids)[:2]
-  if ids_batch != batch:
-    raise ValueError(f"decoder_input_ids has batch {ids_batch} but the decode cache was built for "
-                     f"batch {batch}: build it with model.init_cache({ids_batch}, max_length)")
-  index = [v for k, v in flat.items() if k.endswith("cache_index")]
-  if index and all(_is_concrete(i) for i in index):
-    used = max(int(np.max(np.asarray(i))) for i in index)
-    if used + length > max_len:
-      raise ValueError(f"the decode cache holds {max_len} positions, {used} are used and {length} "
-                       f"more do not fit: build a longer one with model.init_cache({batch}, "
-                       f"max_length) (max_length >= {used + length})")
 
 
 # ----------------------------------------------------------------------------- public model
@@ -237,7 +160,7 @@ class EncoderDecoderModel:
                         f"{config.encoder.hidden_size} wide; set it to None (adds enc_to_dec_proj) "
                         "or to the encoder width")
     registry.encoder_module(config.encoder, dtype)  # fail early on a bad model_type
-    vision = config.encoder.model_type in VISION_MODEL_TYPES
+    vision = registry.get(config.encoder.model_type).modality == registry.IMAGE
     if vision != isinstance(self, VisionEncoderDecoderModel):
       want = "VisionEncoderDecoderModel" if vision else "EncoderDecoderModel"
       raise ConfigError(f"a {config.encoder.model_type} encoder belongs in a {want} (with a "
@@ -258,8 +181,10 @@ class EncoderDecoderModel:
   # -- params ------------------------------------------------------------------------------
 
   def _dummy_inputs(self, batch: int = 1, length: int = 4):
-    ids = jnp.ones((batch, length), jnp.int32)
-    return dict(input_ids=ids, decoder_input_ids=ids)
+    """Inputs that trace every param's shape: the encoder family's dummy inputs + decoder ids."""
+    arch = registry.get(self.config.encoder.model_type)
+    return dict(arch.dummy_inputs(self.config.encoder, batch),
+                decoder_input_ids=jnp.ones((batch, length), jnp.int32))
 
   @functools.cached_property
   def _boxed_shapes(self):
@@ -354,38 +279,37 @@ class EncoderDecoderModel:
 
   # -- apply -------------------------------------------------------------------------------
 
-  def _check_inputs(self, kwargs: dict) -> None:
+  def check_inputs(self, kwargs: dict) -> None:
+    """Clear errors for model inputs that do not fit the config (before any tracing)."""
     enc, dec = self.config.encoder, self.config.decoder
-    if kwargs.get("pixel_values") is not None and not isinstance(self, VisionEncoderDecoderModel):
+    arch = registry.get(enc.model_type)
+    foreign = [k for k in ("input_ids", "attention_mask", "pixel_values")
+               if kwargs.get(k) is not None and k not in arch.input_names]
+    if foreign:
+      if arch.modality == registry.IMAGE:
+        raise ValueError(f"a VisionEncoderDecoderModel reads pixel_values [batch, channels, "
+                         f"height, width], not {' / '.join(foreign)}")
       raise ValueError(f"pixel_values given to a text model (a {enc.model_type} encoder reads "
                        "input_ids); image models are VisionEncoderDecoderModels")
-    if kwargs.get("input_ids") is not None:
-      check_token_ids("input_ids", kwargs["input_ids"], enc.vocab_size, enc.max_positions)
-      check_mask("attention_mask", kwargs.get("attention_mask"), "input_ids", kwargs["input_ids"])
+    if arch.check_inputs is not None:
+      arch.check_inputs(enc, kwargs)
     decode_mode = kwargs.get("decode", False)
-    check_token_ids("decoder_input_ids", kwargs.get("decoder_input_ids"), dec.vocab_size,
-                    None if decode_mode else dec.max_positions)
+    inputs_lib.check_token_ids("decoder_input_ids", kwargs.get("decoder_input_ids"),
+                               dec.vocab_size, None if decode_mode else dec.max_positions)
     if not decode_mode:
-      check_mask("decoder_attention_mask", kwargs.get("decoder_attention_mask"),
-                 "decoder_input_ids", kwargs.get("decoder_input_ids"))
-    check_encoder_mask(kwargs.get("encoder_attention_mask"), kwargs.get("encoder_hidden_states"),
-                       kwargs.get("cross_kv"))
-    token_types = kwargs.get("token_type_ids")
-    type_vocab = getattr(enc, "type_vocab_size", None)
-    if token_types is not None and type_vocab is not None and _is_concrete(token_types):
-      check_mask("token_type_ids", token_types, "input_ids", kwargs.get("input_ids"))
-      arr = np.asarray(token_types)
-      if arr.size and (arr.min() < 0 or arr.max() >= type_vocab):
-        raise ValueError(f"token_type_ids hold values in [{arr.min()}, {arr.max()}] but the encoder "
-                         f"has type_vocab_size={type_vocab}: use segment ids below {type_vocab} "
-                         "(or leave token_type_ids out for all zeros)")
+      inputs_lib.check_mask("decoder_attention_mask", kwargs.get("decoder_attention_mask"),
+                            "decoder_input_ids", kwargs.get("decoder_input_ids"))
+    inputs_lib.check_encoder_mask(kwargs.get("encoder_attention_mask"),
+                                  kwargs.get("encoder_hidden_states"), kwargs.get("cross_kv"))
     labels = kwargs.get("labels")
-    if labels is not None and _is_concrete(labels):
+    if labels is not None and inputs_lib.is_concrete(labels):
       arr = np.asarray(labels)
       bad = (arr != losses.IGNORE_INDEX) & ((arr < 0) | (arr >= dec.vocab_size))
       if bad.any():
         raise ValueError(f"labels hold ids outside [0, {dec.vocab_size}) other than -100 "
                          f"(e.g. {int(arr[bad][0])}); mask ignored positions with -100")
+
+  _check_inputs = check_inputs  # the name edjax.generation calls (until it reads check_inputs)
 
   METHODS = ("encode", "decode", "cross_kv", "project_encoder_states")  # for `apply(method=...)`
 
@@ -396,9 +320,9 @@ class EncoderDecoderModel:
     if "params" not in variables:
       raise ValueError("variables must be {'params': params, ...}")
     linen_kwargs = {k: kwargs.pop(k) for k in ("mutable", "rngs") if k in kwargs}
-    self._check_inputs(kwargs)
+    self.check_inputs(kwargs)
     if kwargs.get("decode", False):
-      check_decode_cache(variables, kwargs.get("decoder_input_ids"))
+      inputs_lib.check_decode_cache(variables, kwargs.get("decoder_input_ids"))
     variables = dict(variables, params=self.untie_params(variables["params"]))
     if isinstance(method, str):
       if method.startswith("_") or not callable(getattr(EncoderDecoderModule, method, None)):
@@ -411,7 +335,7 @@ class EncoderDecoderModel:
 
 
 class VisionEncoderDecoderModel(EncoderDecoderModel):
-  """transformers.VisionEncoderDecoderModel: a ViT / DeiT image encoder + any text decoder.
+  """transformers.VisionEncoderDecoderModel: an image encoder (e.g. ViT, DeiT) + any text decoder.
 
   The encoder reads `pixel_values` [batch, channels, height, width] (NCHW, as HF) where the text
   composite reads input_ids + attention_mask; every patch is attended, so there is no encoder
@@ -427,19 +351,6 @@ class VisionEncoderDecoderModel(EncoderDecoderModel):
   def __repr__(self):
     return (f"VisionEncoderDecoderModel({self.config.encoder.model_type}->"
             f"{self.config.decoder.model_type})")
-
-  def _dummy_inputs(self, batch: int = 1, length: int = 4):
-    enc = self.config.encoder
-    return dict(pixel_values=jnp.zeros((batch, enc.num_channels, *enc.image_hw), jnp.float32),
-                decoder_input_ids=jnp.ones((batch, length), jnp.int32))
-
-  def _check_inputs(self, kwargs: dict) -> None:
-    if kwargs.get("input_ids") is not None or kwargs.get("attention_mask") is not None:
-      raise ValueError("a VisionEncoderDecoderModel reads pixel_values [batch, channels, height, "
-                       "width], not input_ids / attention_mask")
-    if kwargs.get("pixel_values") is not None:
-      vit.check_pixel_values(self.config.encoder, kwargs["pixel_values"])
-    super()._check_inputs(kwargs)
 
 
 def model_for_config(config: EncoderDecoderConfig, dtype: jnp.dtype = jnp.float32) -> EncoderDecoderModel:

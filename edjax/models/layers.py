@@ -19,6 +19,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from edjax.models.outputs import CausalLMOutput
+
 Array = jax.Array
 Dtype = Any
 
@@ -279,10 +281,10 @@ class Attention(nn.Module):
                                              value.astype(cached_value.value.dtype), (0, index, 0, 0))
         cached_key.value, cached_value.value = key, value
         cache_index.value = index + q_len
+        # The new queries sit at positions index.. of the cache: causal against all of it.
         mask = combine_masks(mask, causal_mask(q_len, max_len, offset=index))
-      elif causal:
-        mask = combine_masks(mask, causal_mask(query.shape[1], key.shape[1]))
-    elif causal:
+        causal = False
+    if causal:
       mask = combine_masks(mask, causal_mask(query.shape[1], key.shape[1]))
 
     dropout_rng = None
@@ -375,14 +377,21 @@ class TransformerStack(nn.Module):
     """Per-layer cross-attention (key, value), each [batch, src_len, heads, head_dim]."""
     return tuple(layer.cross_kv(encoder_hidden) for layer in self.layers)
 
-  def __call__(self, x: Array, *, self_mask: Array | None = None, causal: bool = False,
-               encoder_hidden: Array | None = None, cross_kv=None, cross_mask: Array | None = None,
-               decode: bool = False, deterministic: bool = True, output_hidden_states: bool = False,
+  def __call__(self, x: Array, *, attention_mask: Array | None = None, causal: bool = False,
+               encoder_hidden: Array | None = None, cross_kv=None,
+               encoder_attention_mask: Array | None = None, decode: bool = False,
+               deterministic: bool = True, output_hidden_states: bool = False,
                output_attentions: bool = False):
-    """Returns (x, hidden_states tuple | None, self_attentions | None, cross_attentions | None).
+    """x [batch, length, embed] -> (x, hidden_states | None, self_attentions | None,
+    cross_attentions | None).
 
-    hidden_states holds the input of every layer and the last layer's output (HF order).
+    attention_mask [batch, k_len] {0,1} (decode mode: k_len = cache length) and
+    encoder_attention_mask [batch, src_len] are padding masks (1 = real token); the stack turns
+    them into attention masks here, once for every layer. hidden_states holds the input of every
+    layer and the last layer's output (HF order).
     """
+    self_mask = None if attention_mask is None else padding_mask(attention_mask)
+    cross_mask = None if encoder_attention_mask is None else padding_mask(encoder_attention_mask)
     hidden_states, self_attns, cross_attns = [], [], []
     for i, layer in enumerate(self.layers):
       if output_hidden_states:
@@ -398,3 +407,51 @@ class TransformerStack(nn.Module):
     return (x, tuple(hidden_states) if output_hidden_states else None,
             tuple(self_attns) if output_attentions else None,
             tuple(cross_attns) if output_attentions and self.config.cross_attention else None)
+
+
+# ----------------------------------------------------------------------------- causal LM
+
+
+class CausalLM(nn.Module):
+  """The one causal-LM decoder shape every family shares: a body, then an LM head.
+
+  A family subclasses it with `setup` (its body and head submodules, under HF's names), `body()`
+  (the module that embeds and runs the stack) and `lm_logits(hidden)`. The call signature, the
+  output and the cross-attention K/V path live here once (`interfaces.CausalDecoder`).
+  """
+
+  config: Any
+  dtype: Dtype = jnp.float32
+
+  def body(self) -> nn.Module:
+    """The decoder body: (input_ids, *, attention_mask, encoder_hidden_states, ...) -> ModelOutput."""
+    raise NotImplementedError
+
+  def lm_logits(self, hidden: Array) -> Array:
+    """hidden [batch, length, hidden] -> fp32 logits [batch, length, vocab]."""
+    raise NotImplementedError
+
+  def cross_kv(self, encoder_hidden_states: Array):
+    """Per layer (key, value) [batch, src_len, heads, head_dim] from encoder states, computed once
+    per input for decoding."""
+    return self.body().cross_kv(encoder_hidden_states)
+
+  def __call__(self, input_ids: Array, *, attention_mask: Array | None = None,
+               encoder_hidden_states: Array | None = None,
+               encoder_attention_mask: Array | None = None, cross_kv=None, decode: bool = False,
+               deterministic: bool = True, output_hidden_states: bool = False,
+               output_attentions: bool = False):
+    """input_ids [batch, length] -> CausalLMOutput (logits [batch, length, vocab] fp32).
+
+    attention_mask [batch, length] (decode mode: [batch, max_len]); pass encoder_hidden_states
+    [batch, src_len, width] or cross_kv from `cross_kv`; decode=True uses the static cache.
+    """
+    out = self.body()(input_ids, attention_mask=attention_mask,
+                      encoder_hidden_states=encoder_hidden_states,
+                      encoder_attention_mask=encoder_attention_mask, cross_kv=cross_kv,
+                      decode=decode, deterministic=deterministic,
+                      output_hidden_states=output_hidden_states,
+                      output_attentions=output_attentions)
+    return CausalLMOutput(logits=self.lm_logits(out.last_hidden_state),
+                          hidden_states=out.hidden_states, attentions=out.attentions,
+                          cross_attentions=out.cross_attentions)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Optional
 
 import flax.struct
 import jax
@@ -43,4 +43,3 @@ class Seq2SeqLMOutput:
   decoder_hidden_states: Optional[tuple] = None
   decoder_attentions: Optional[tuple] = None
   cross_attentions: Optional[tuple] = None
-  extra: Any = None

@@ -1,4 +1,5 @@
-"""The TrOCR text decoder (`transformers.TrOCRForCausalLM`) on the shared post-LN blocks.
+"""The TrOCR text decoder (`transformers.TrOCRForCausalLM`) on the shared post-LN blocks: config,
+modules and HF conversion rules.
 
 Differences from the BERT decoder, all config fields: token embeddings scaled by sqrt(d_model)
 when `scale_embedding`; learned positions stored with an offset of 2 (row p + 2 holds position p)
@@ -11,18 +12,85 @@ keys/values projected from `cross_attention_hidden_size` (the encoder's width, s
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from typing import ClassVar
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from edjax.model_configs import TrOCRConfig
-from edjax.models import layers
-from edjax.models.outputs import CausalLMOutput, ModelOutput
+from edjax import convert
+from edjax.convert import identity, linear, linear_rules, norm_rules, rule
+from edjax.model_configs import HFConfig
+from edjax.models import layers, registry
+from edjax.models.outputs import ModelOutput
 
 Array = jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class TrOCRConfig(HFConfig):
+  """transformers.TrOCRConfig fields (the TrOCR text decoder: post-LN, BART-style names)."""
+
+  model_type: ClassVar[str] = "trocr"
+  vocab_size: int = 50265
+  d_model: int = 1024
+  decoder_layers: int = 12
+  decoder_attention_heads: int = 16
+  decoder_ffn_dim: int = 4096
+  activation_function: str = "gelu"
+  max_position_embeddings: int = 512
+  dropout: float = 0.1
+  attention_dropout: float = 0.0
+  activation_dropout: float = 0.0
+  init_std: float = 0.02
+  decoder_layerdrop: float = 0.0
+  use_cache: bool = True
+  scale_embedding: bool = False
+  use_learned_position_embeddings: bool = True
+  layernorm_embedding: bool = True
+  pad_token_id: int | None = 1
+  bos_token_id: int | None = 0
+  eos_token_id: int | None = 2
+  decoder_start_token_id: int | None = 2
+  is_decoder: bool = False
+  add_cross_attention: bool = False
+  cross_attention_hidden_size: int | None = None
+  tie_word_embeddings: bool = True
+  extra: tuple = ()
+
+  layer_norm_eps: ClassVar[float] = 1e-5  # torch.nn.LayerNorm's default, used by TrOCR
+
+  @property
+  def hidden_size(self) -> int:
+    return self.d_model
+
+  @property
+  def num_layers(self) -> int:
+    return self.decoder_layers
+
+  @property
+  def num_heads(self) -> int:
+    return self.decoder_attention_heads
+
+  @property
+  def intermediate_size(self) -> int:
+    return self.decoder_ffn_dim
+
+  @property
+  def initializer_range(self) -> float:
+    return self.init_std
+
+  @property
+  def max_positions(self) -> int:
+    return self.max_position_embeddings
+
+  @property
+  def dropout_rate(self) -> float:
+    return self.dropout
+
 
 LEARNED_POSITION_OFFSET = 2  # TrOCRLearnedPositionalEmbedding: num_embeddings + 2 rows
 
@@ -85,7 +153,7 @@ class TrOCRDecoder(nn.Module):
     return table[positions]
 
   @nn.compact  # creates the decode-cache variables
-  def __call__(self, input_ids: Array, attention_mask: Array | None = None,
+  def __call__(self, input_ids: Array, *, attention_mask: Array | None = None,
                encoder_hidden_states: Array | None = None,
                encoder_attention_mask: Array | None = None, cross_kv=None, decode: bool = False,
                deterministic: bool = True, output_hidden_states: bool = False,
@@ -98,13 +166,11 @@ class TrOCRDecoder(nn.Module):
     if cfg.layernorm_embedding:
       x = self.layernorm_embedding(x)
     x = self.dropout(x, deterministic=deterministic).astype(self.dtype)  # [batch, length, d_model]
-    self_mask = None if attention_mask is None else layers.padding_mask(attention_mask)
-    cross_mask = (None if encoder_attention_mask is None
-                  else layers.padding_mask(encoder_attention_mask))
     x, hidden_states, attentions, cross_attentions = self.layers(
-        x, self_mask=self_mask, causal=True, encoder_hidden=encoder_hidden_states,
-        cross_kv=cross_kv, cross_mask=cross_mask, decode=decode, deterministic=deterministic,
-        output_hidden_states=output_hidden_states, output_attentions=output_attentions)
+        x, attention_mask=attention_mask, causal=True, encoder_hidden=encoder_hidden_states,
+        cross_kv=cross_kv, encoder_attention_mask=encoder_attention_mask, decode=decode,
+        deterministic=deterministic, output_hidden_states=output_hidden_states,
+        output_attentions=output_attentions)
     return ModelOutput(last_hidden_state=x, hidden_states=hidden_states, attentions=attentions,
                        cross_attentions=cross_attentions)
 
@@ -118,16 +184,9 @@ class TrOCRDecoderWrapper(nn.Module):
   def setup(self):
     self.decoder = TrOCRDecoder(self.config, self.dtype)
 
-  def __call__(self, *args, **kwargs):
-    return self.decoder(*args, **kwargs)
 
-
-class TrOCRForCausalLM(nn.Module):
+class TrOCRForCausalLM(layers.CausalLM):
   """transformers.TrOCRForCausalLM: `model.decoder` + `output_projection` (no bias)."""
-
-  config: TrOCRConfig
-  dtype: jnp.dtype = jnp.float32
-  base_prefix = "model"
 
   def setup(self):
     cfg = self.config
@@ -136,19 +195,56 @@ class TrOCRForCausalLM(nn.Module):
       self.output_projection = layers.dense(cfg.vocab_size, ("embed", "vocab"), cfg.init_std,
                                             self.dtype, use_bias=False)
 
-  def cross_kv(self, encoder_hidden: Array):
-    """Per-layer cross-attention (key, value) from encoder states [batch, src_len, enc_width]."""
-    return self.model.decoder.cross_kv(encoder_hidden)
+  def body(self) -> TrOCRDecoder:
+    return self.model.decoder
 
-  def __call__(self, input_ids: Array, attention_mask: Array | None = None,
-               encoder_hidden_states: Array | None = None,
-               encoder_attention_mask: Array | None = None, cross_kv=None, decode: bool = False,
-               deterministic: bool = True, output_hidden_states: bool = False,
-               output_attentions: bool = False) -> CausalLMOutput:
-    out = self.model(input_ids, attention_mask, encoder_hidden_states, encoder_attention_mask,
-                     cross_kv, decode, deterministic, output_hidden_states, output_attentions)
+  def lm_logits(self, hidden: Array) -> Array:
     head = None if self.config.tie_word_embeddings else self.output_projection
-    logits = layers.bias_free_lm_logits(out.last_hidden_state,
-                                        self.model.decoder.embed_tokens.embedding, head, self.dtype)
-    return CausalLMOutput(logits=logits, hidden_states=out.hidden_states,
-                          attentions=out.attentions, cross_attentions=out.cross_attentions)
+    return layers.bias_free_lm_logits(hidden, self.model.decoder.embed_tokens.embedding, head,
+                                      self.dtype)
+
+
+# ----------------------------------------------------------------------------- HF conversion
+
+
+def decoder_rules(config: TrOCRConfig, hf: str, flax: str) -> list[convert.Rule]:
+  """TrOCRForCausalLM: `model.decoder` (BART-style names, post-LN) + `output_projection`."""
+  h = config.decoder_attention_heads
+  src_root, dst_root = f"{hf}model.decoder", f"{flax}model/decoder"
+  rules = [rule(f"{src_root}.embed_tokens.weight", f"{dst_root}/embed_tokens/embedding", identity())]
+  if config.use_learned_position_embeddings:
+    rules.append(rule(f"{src_root}.embed_positions.weight",
+                      f"{dst_root}/embed_positions/embedding", identity()))
+  if config.layernorm_embedding:
+    rules += norm_rules(f"{src_root}.layernorm_embedding", f"{dst_root}/layernorm_embedding")
+  qkv = ("q_proj", "k_proj", "v_proj")
+  for i in range(config.decoder_layers):
+    src, dst = f"{src_root}.layers.{i}", f"{dst_root}/layers/layers_{i}"
+    rules += convert.attention_rules(f"{src}.self_attn", f"{src}.self_attn.out_proj",
+                                     f"{dst}/self_attn", h, qkv)
+    rules += norm_rules(f"{src}.self_attn_layer_norm", f"{dst}/self_attn_norm")
+    if config.add_cross_attention:
+      rules += convert.attention_rules(f"{src}.encoder_attn", f"{src}.encoder_attn.out_proj",
+                                       f"{dst}/cross_attn", h, qkv)
+      rules += norm_rules(f"{src}.encoder_attn_layer_norm", f"{dst}/cross_attn_norm")
+    rules += linear_rules(f"{src}.fc1", f"{dst}/mlp/fc_in")
+    rules += linear_rules(f"{src}.fc2", f"{dst}/mlp/fc_out")
+    rules += norm_rules(f"{src}.final_layer_norm", f"{dst}/mlp_norm")
+  if not config.tie_word_embeddings:
+    rules.append(rule(f"{hf}output_projection.weight", f"{flax}output_projection/kernel", linear()))
+  return rules
+
+
+def hf_buffers(config: TrOCRConfig) -> dict[str, np.ndarray]:
+  """TrOCR's sinusoidal positions register `_float_tensor` (a 1-element dtype carrier, its value
+  unused); without it transformers reports a missing key."""
+  if config.use_learned_position_embeddings:
+    return {}
+  return {"model.decoder.embed_positions._float_tensor": np.zeros((1,), np.float32)}
+
+
+ARCHITECTURES = (registry.Architecture(
+    config_class=TrOCRConfig, modality=registry.TEXT, base_model_prefix="model",
+    decoder=TrOCRForCausalLM, decoder_rules=decoder_rules, hf_buffers=hf_buffers,
+    fresh_on_warm_start=("encoder_attn", "output_projection."),
+    ignored_hf_keys=(r"(^|\.)output_projection\.weight$", r"(^|\.)embed_positions\._float_tensor$")),)

@@ -1,4 +1,4 @@
-"""ViT and DeiT image encoders (`transformers.ViTModel` / `DeiTModel`).
+"""ViT and DeiT image encoders (`transformers.ViTModel` / `DeiTModel`): configs, modules, rules.
 
 Pre-LN transformer blocks (the shared `layers.TransformerStack` with `pre_layer_norm=True`), a
 final LayerNorm, and a dense + `pooler_act` pooler on token 0. Inputs are `pixel_values`
@@ -11,16 +11,94 @@ Position-embedding interpolation for other image sizes is not implemented: the i
 
 from __future__ import annotations
 
+import dataclasses
+from typing import ClassVar
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from edjax.model_configs import ConfigError, ViTConfig
-from edjax.models import layers
+from edjax import convert
+from edjax.convert import identity, linear_rules, norm_rules, oihw_to_hwio, rule
+from edjax.model_configs import ConfigError, HFConfig, HFLayerNames
+from edjax.models import layers, registry
 from edjax.models.outputs import ModelOutput
 
 Array = jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class ViTConfig(HFLayerNames, HFConfig):
+  """transformers.ViTConfig fields (the ViT image encoder)."""
+
+  model_type: ClassVar[str] = "vit"
+  hidden_size: int = 768
+  num_hidden_layers: int = 12
+  num_attention_heads: int = 12
+  intermediate_size: int = 3072
+  hidden_act: str = "gelu"
+  hidden_dropout_prob: float = 0.0
+  attention_probs_dropout_prob: float = 0.0
+  initializer_range: float = 0.02
+  layer_norm_eps: float = 1e-12
+  image_size: int | tuple[int, int] = 224  # or [height, width], as HF accepts
+  patch_size: int | tuple[int, int] = 16
+  num_channels: int = 3
+  qkv_bias: bool = True
+  encoder_stride: int = 16
+  pooler_output_size: int | None = None  # None = hidden_size (HF resolves it the same way)
+  pooler_act: str = "tanh"
+  is_decoder: bool = False
+  add_cross_attention: bool = False
+  extra: tuple = ()
+
+  # Special tokens prepended to the patch sequence: [CLS] (DeiT adds a distillation token).
+  num_special_tokens: ClassVar[int] = 1
+
+  def __post_init__(self):
+    super().__post_init__()
+    for name in ("image_size", "patch_size"):  # JSON lists -> tuples (hashable, frozen)
+      value = getattr(self, name)
+      if isinstance(value, list):
+        object.__setattr__(self, name, tuple(value))
+
+  @staticmethod
+  def _pair(value) -> tuple[int, int]:
+    return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
+
+  @property
+  def image_hw(self) -> tuple[int, int]:
+    """(height, width) of the input images."""
+    return self._pair(self.image_size)
+
+  @property
+  def patch_hw(self) -> tuple[int, int]:
+    return self._pair(self.patch_size)
+
+  @property
+  def num_patches(self) -> int:
+    (h, w), (ph, pw) = self.image_hw, self.patch_hw
+    return (h // ph) * (w // pw)
+
+  @property
+  def max_positions(self) -> int:
+    """Encoder sequence length: patches + special tokens."""
+    return self.num_patches + self.num_special_tokens
+
+  @property
+  def pooler_size(self) -> int:
+    return self.pooler_output_size if self.pooler_output_size else self.hidden_size
+
+
+@dataclasses.dataclass(frozen=True)
+class DeiTConfig(ViTConfig):
+  """transformers.DeiTConfig: ViT's fields; the model adds a distillation token."""
+
+  model_type: ClassVar[str] = "deit"
+  num_special_tokens: ClassVar[int] = 2  # [CLS] + the distillation token
+
+
 
 
 def block_config(config: ViTConfig) -> layers.BlockConfig:
@@ -70,7 +148,7 @@ class ViTEmbeddings(nn.Module):
         bias_init=layers.zeros_init(("embed",)))
     self.cls_token = self.param("cls_token", layers.normal_init(std, (None, None, "embed")),
                                 (1, 1, hidden), jnp.float32)
-    if self.config.model_type == "deit":
+    if cfg.num_special_tokens == 2:  # DeiT
       self.distillation_token = self.param(
           "distillation_token", layers.normal_init(std, (None, None, "embed")), (1, 1, hidden),
           jnp.float32)
@@ -86,7 +164,7 @@ class ViTEmbeddings(nn.Module):
     x = self.patch_embeddings(x)  # [batch, H/p, W/p, hidden]
     x = x.reshape(batch, -1, x.shape[-1])  # row-major patches, as torch's flatten(2)
     special = [self.cls_token]
-    if self.config.model_type == "deit":
+    if self.config.num_special_tokens == 2:  # DeiT
       special.append(self.distillation_token)
     special = [jnp.broadcast_to(t, (batch, 1, x.shape[-1])).astype(x.dtype) for t in special]
     x = jnp.concatenate(special + [x], axis=1) + self.position_embeddings
@@ -109,11 +187,11 @@ class ViTModel(nn.Module):
       self.pooler = layers.dense(cfg.pooler_size, ("embed", "mlp"), cfg.initializer_range,
                                  self.dtype)
 
-  def __call__(self, pixel_values: Array, deterministic: bool = True,
+  def __call__(self, pixel_values: Array, *, deterministic: bool = True,
                output_hidden_states: bool = False, output_attentions: bool = False) -> ModelOutput:
     """pixel_values [batch, C, H, W] float -> last_hidden_state [batch, seq, hidden]."""
     check_pixel_values(self.config, pixel_values)
-    x = self.embeddings(pixel_values, deterministic)
+    x = self.embeddings(pixel_values, deterministic)  # [batch, special + patches, hidden]
     x, hidden_states, attentions, _ = self.encoder(
         x, deterministic=deterministic, output_hidden_states=output_hidden_states,
         output_attentions=output_attentions)
@@ -123,3 +201,52 @@ class ViTModel(nn.Module):
       pooled = layers.get_activation(self.config.pooler_act)(self.pooler(x[:, 0]))
     return ModelOutput(last_hidden_state=x, pooler_output=pooled, hidden_states=hidden_states,
                        attentions=attentions)
+
+
+# ----------------------------------------------------------------------------- HF conversion
+
+
+def encoder_rules(config: ViTConfig, hf: str, flax: str) -> list[convert.Rule]:
+  """ViTModel / DeiTModel (pre-LN blocks, final `layernorm`, pooler)."""
+  h = config.num_attention_heads
+  emb = f"{hf}embeddings"
+  rules = [rule(f"{emb}.cls_token", f"{flax}embeddings/cls_token", identity())]
+  if config.num_special_tokens == 2:  # DeiT
+    rules.append(rule(f"{emb}.distillation_token", f"{flax}embeddings/distillation_token",
+                      identity()))
+  rules += [rule(f"{emb}.position_embeddings", f"{flax}embeddings/position_embeddings", identity()),
+            rule(f"{emb}.patch_embeddings.projection.weight",
+                 f"{flax}embeddings/patch_embeddings/kernel", oihw_to_hwio()),
+            rule(f"{emb}.patch_embeddings.projection.bias",
+                 f"{flax}embeddings/patch_embeddings/bias", identity())]
+  for i in range(config.num_hidden_layers):
+    src, dst = f"{hf}encoder.layer.{i}", f"{flax}encoder/layers_{i}"
+    rules += convert.attention_rules(f"{src}.attention.attention", f"{src}.attention.output.dense",
+                                     f"{dst}/self_attn", h)
+    rules += norm_rules(f"{src}.layernorm_before", f"{dst}/self_attn_norm")
+    rules += norm_rules(f"{src}.layernorm_after", f"{dst}/mlp_norm")
+    rules += linear_rules(f"{src}.intermediate.dense", f"{dst}/mlp/fc_in")
+    rules += linear_rules(f"{src}.output.dense", f"{dst}/mlp/fc_out")
+  rules += norm_rules(f"{hf}layernorm", f"{flax}layernorm")
+  rules += linear_rules(f"{hf}pooler.dense", f"{flax}pooler")
+  return rules
+
+
+def _check_inputs(config: ViTConfig, inputs: dict) -> None:
+  if inputs.get("pixel_values") is not None:
+    check_pixel_values(config, inputs["pixel_values"])
+
+
+def dummy_inputs(config: ViTConfig, batch: int = 1) -> dict:
+  """Images that trace the encoder's shapes at init."""
+  return {"pixel_values": np.zeros((batch, config.num_channels, *config.image_hw), np.float32)}
+
+
+def _architecture(config_class: type) -> registry.Architecture:
+  return registry.Architecture(
+      config_class=config_class, modality=registry.IMAGE,
+      base_model_prefix=config_class.model_type, encoder=ViTModel, encoder_rules=encoder_rules,
+      check_inputs=_check_inputs, dummy_inputs=dummy_inputs, fresh_on_warm_start=("pooler.",))
+
+
+ARCHITECTURES = (_architecture(ViTConfig), _architecture(DeiTConfig))

@@ -118,9 +118,8 @@ class EncoderDecoderConfig:
   """transformers.EncoderDecoderConfig: an encoder config, a decoder config, shared settings."""
 
   model_type: ClassVar[str] = "encoder-decoder"
-  encoder: HFConfig = dataclasses.field(default_factory=lambda: _config_class("bert")())
-  decoder: HFConfig = dataclasses.field(default_factory=lambda: _config_class("bert")(
-      is_decoder=True, add_cross_attention=True))
+  encoder: HFConfig  # required, as in transformers: there is no default encoder or decoder
+  decoder: HFConfig
   tie_encoder_decoder: bool = False
   decoder_start_token_id: int | None = None
   pad_token_id: int | None = None
@@ -188,7 +187,6 @@ class VisionEncoderDecoderConfig(EncoderDecoderConfig):
   """transformers.VisionEncoderDecoderConfig: an image encoder + a text decoder."""
 
   model_type: ClassVar[str] = "vision-encoder-decoder"
-  encoder: HFConfig = dataclasses.field(default_factory=lambda: _config_class("vit")())
 
   def __post_init__(self):
     if modality(self.encoder) != "image":
@@ -200,11 +198,6 @@ class VisionEncoderDecoderConfig(EncoderDecoderConfig):
 
 
 COMPOSITES = (EncoderDecoderConfig, VisionEncoderDecoderConfig)
-
-
-def _config_class(model_type: str) -> type[HFConfig]:
-  from edjax.models import registry  # the registry imports the family modules, which import us
-  return registry.get(model_type).config_class
 
 
 def _image_types() -> tuple[str, ...]:

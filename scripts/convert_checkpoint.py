@@ -25,12 +25,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import edjax  # noqa: E402
+import edjax
 
 
 def parse_args(argv=None) -> argparse.Namespace:

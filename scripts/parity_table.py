@@ -1,6 +1,6 @@
 """Prints the edjax <-> transformers (PyTorch) parity table (markdown) for the README.
 
-Runs the same comparisons as tests/test_parity.py (shared logic: tests/parity_cases.py): tiny
+Runs the same comparisons as tests/test_parity.py (shared logic: edjax/testing/parity_cases.py): tiny
 random HF EncoderDecoderModels for every {bert, roberta} -> {bert, roberta, gpt2} pair, with and
 without enc_to_dec_proj, plus tied bert2bert / roberta2roberta; seeded right-padded batches;
 max |diff| over non-padded positions.
@@ -11,13 +11,8 @@ max |diff| over non-padded positions.
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [os.path.join(_ROOT, "tests"), _ROOT]
-
-import parity_cases as pc  # noqa: E402
+from edjax.testing import parity_cases as pc
 
 
 def main(argv=None) -> int:

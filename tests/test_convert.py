@@ -28,7 +28,7 @@ import transformers
 import edjax
 from edjax import convert
 from edjax.models import registry
-from hf_utils import randomize_, tiny_hf_config, to_np
+from edjax.testing.hf_utils import randomize_, tiny_hf_config, to_np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

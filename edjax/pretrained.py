@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-from typing import Any
 
 import flax.serialization
 import flax.traverse_util as traverse_util
@@ -282,7 +281,7 @@ def export_params(model: EncoderDecoderModel, params, out_dir: str) -> None:
   """edjax export: config.json + flax_params.msgpack (canonical tree), atomically."""
   _check_tree(model, params, "params")
   data = flax.serialization.msgpack_serialize(jax.tree_util.tree_map(np.asarray, jax.device_get(params)))
-  files = {FLAX_PARAMS_FILE: data,
-           GENERATION_CONFIG_FILE: _json_bytes(generation_config_dict(model.config, model.generation_defaults)),
+  generation = generation_config_dict(model.config, model.generation_defaults)
+  files = {FLAX_PARAMS_FILE: data, GENERATION_CONFIG_FILE: _json_bytes(generation),
            "config.json": _json_bytes(model.config.to_dict())}
   fileio.atomic_write_dir(out_dir, files)

@@ -11,6 +11,7 @@ max |diff| over non-padded positions.
 from __future__ import annotations
 
 import argparse
+import sys
 
 from edjax.testing import parity_cases as pc
 

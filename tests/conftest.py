@@ -7,17 +7,30 @@ imported first), so `pytest tests/...` behaves like `make test` without the Make
 from __future__ import annotations
 
 import os
-import sys
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("USE_TF", "0")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO not in sys.path:  # `pytest` (not `python -m pytest`) does not put the repo root on sys.path
-  sys.path.insert(0, REPO)
 
 import pytest  # noqa: E402
+
+# Tiers (`make test-fast` runs `-m "not slow"`, `make parity` runs `-m parity`). A module is
+# marked as a whole here, so a new test file only needs a line in one of these sets.
+PARITY_MODULES = {"test_parity", "test_vision_parity", "test_vit", "test_minilm", "test_generate",
+                  "test_roundtrip", "test_convert", "test_decode_cache"}
+SLOW_MODULES = {"test_train", "test_predict", "test_vision_train", "test_study", "test_minilm",
+                "test_coco_captions", "test_roundtrip", "test_generate"}
+
+
+def pytest_collection_modifyitems(config, items):
+  for item in items:
+    module = item.module.__name__.rsplit(".", 1)[-1]
+    if module in PARITY_MODULES:
+      item.add_marker(pytest.mark.parity)
+    if module in SLOW_MODULES:
+      item.add_marker(pytest.mark.slow)
 
 
 def wiki_split_dir() -> str:

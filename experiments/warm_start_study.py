@@ -102,15 +102,15 @@ def echo_baseline(offset: int, examples: int) -> dict:
   import ml_collections
   from configs.common import minilm_dir
   from edjax import metrics as metrics_lib
-  from edjax.data import pipeline
+  from edjax.data import pipeline, wiki_split
   from edjax.processing.tokenizers import Tokenizer
 
   tok = Tokenizer.from_dir(minilm_dir())
   data = ml_collections.ConfigDict(study.get_config("arm=warm,lr=1e-3").data.to_dict())
   data.eval_offset, data.eval_examples = offset, examples
-  pairs = pipeline._eval_pairs(data, "wiki_split")
+  pairs = pipeline.eval_pairs(data)
   sources = pipeline.roundtrip_texts([s for s, _ in pairs], tok)
-  refs = pipeline.roundtrip_texts([pipeline.target_text(t) for _, t in pairs], tok)
+  refs = pipeline.roundtrip_texts([wiki_split.target_text(t) for _, t in pairs], tok)
   out = metrics_lib.compute_metrics(["sari", "bleu", "exact_match"], sources, sources, refs)
   out = {f"eval/{k}": v for k, v in out.items()}
   out["eval/mean_output_words"] = sum(len(s.split()) for s in sources) / len(sources)

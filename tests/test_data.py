@@ -10,14 +10,16 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from edjax.data import pipeline, wiki_split
-from edjax.processing.tokenizers import Tokenizer
+import edjax.data
+from edjax import resources
+from edjax.data import pipeline, streams, wiki_split
+from edjax.processing.tokenizers import Tokenizer, roundtrip_texts
 
 S, T = 48, 40  # static source / target lengths of these tests
 
 
 def _raw_rows(split: str) -> list[tuple[str, str]]:
-  path = os.path.join(wiki_split.default_dir(), f"{split}.tsv")
+  path = os.path.join(resources.wiki_split_dir(), f"{split}.tsv")
   assert os.path.exists(path), (f"{path} missing: set EDJAX_DATA_DIR to the folder that holds "
                                 "wiki_split/")
   with open(path, encoding="utf-8", newline="") as f:
@@ -30,16 +32,21 @@ def tok(minilm_dir) -> Tokenizer:
 
 
 def _cfg(**kw) -> ml_collections.ConfigDict:
-  cfg = pipeline.get_config(kw.pop("name", "wiki_split"))
+  cfg = edjax.data.get_config(kw.pop("name", "wiki_split"))
   cfg.max_source_length, cfg.max_target_length = S, T
   cfg.update(kw)
   return cfg
 
 
+def _build(cfg, encoder_tokenizer, decoder_tokenizer, **kw):
+  return edjax.data.build_dataset(cfg, encoder_tokenizer=encoder_tokenizer,
+                                  decoder_tokenizer=decoder_tokenizer, **kw)
+
+
 @pytest.fixture(scope="module")
 def wiki(tok):
   """(train stream, eval set) of WikiSplit tune+validation / test, global batch 8, seed 0."""
-  return pipeline.build(_cfg(eval_examples=50), tok, tok, global_batch_size=8, seed=0)
+  return _build(_cfg(eval_examples=50), tok, tok, global_batch_size=8, seed=0)
 
 
 # ----------------------------------------------------------------------------- WikiSplit builder
@@ -48,7 +55,7 @@ def wiki(tok):
 def test_builder_prepares_offline_from_the_shared_dir(tmp_path):
   builder = wiki_split.WikiSplit(data_dir=str(tmp_path))
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-      manual_dir=wiki_split.default_dir()))
+      manual_dir=resources.wiki_split_dir()))
   assert builder.name == "edjax_wiki_split" and str(builder.version) == "1.0.0"
   assert {k: v.num_examples for k, v in builder.info.splits.items()} == {
       "tune": 5000, "validation": 5000, "test": 5000}
@@ -120,7 +127,7 @@ def test_load_wiki_split_and_target_text(tmp_path):
   assert len(pairs) == 5000 and [s for s, _ in pairs] == [s for s, _ in raw]
   assert all("<::::>" not in t for _, t in pairs)
   assert pairs[0][1] == raw[0][1].replace(" <::::> ", " ")
-  assert pipeline.target_text(raw[0][1]) == pairs[0][1] == pipeline.target_text(pairs[0][1])
+  assert wiki_split.target_text(raw[0][1]) == pairs[0][1] == wiki_split.target_text(pairs[0][1])
   with zipfile.ZipFile(tmp_path / "train.tsv.zip", "w") as zf:  # train as released: zipped
     zf.writestr("train.tsv", "x y .\tx . <::::> y .\n")
   assert wiki_split.load_wiki_split("train", str(tmp_path)) == [("x y .", "x . y .")]
@@ -164,21 +171,21 @@ def test_static_shapes_and_label_convention(wiki, tok):
 
 def test_deterministic_per_seed_and_resumable(wiki, tok):
   stream, _ = wiki
-  again, _ = pipeline.build(_cfg(eval_examples=5), tok, tok, global_batch_size=8, seed=0)
+  again, _ = _build(_cfg(eval_examples=5), tok, tok, global_batch_size=8, seed=0)
   # `again` is asked for step 700 first: no state carries over from earlier steps
   for step in (700, 0, 5, 1250, 700):
     for k, v in stream.batch(step).items():
       np.testing.assert_array_equal(again.batch(step)[k], v)
-  other = pipeline.TrainStream(stream.data, global_batch_size=8, seed=1)
+  other = streams.IndexedStream(stream.data, global_batch_size=8, seed=1)
   assert not np.array_equal(other.batch(0)["input_ids"], stream.batch(0)["input_ids"])
-  fresh = pipeline.TrainStream(stream.data, global_batch_size=8, seed=0)
+  fresh = streams.IndexedStream(stream.data, global_batch_size=8, seed=0)
   assert np.array_equal(fresh.batch(123)["labels"], stream.batch(123)["labels"])
 
 
 def test_host_slices_partition_the_global_batch(wiki):
   stream, _ = wiki
-  one = pipeline.TrainStream(stream.data, global_batch_size=24, seed=3)
-  hosts = [pipeline.TrainStream(stream.data, global_batch_size=24, seed=3, process_index=p,
+  one = streams.IndexedStream(stream.data, global_batch_size=24, seed=3)
+  hosts = [streams.IndexedStream(stream.data, global_batch_size=24, seed=3, process_index=p,
                                 process_count=2) for p in range(2)]
   assert hosts[0].local_batch_size == 12
   for step in (0, 7, 416, 417):  # 417 crosses the end of epoch 0 (10000 / 24 = 416.7)
@@ -195,7 +202,7 @@ def test_every_example_once_per_epoch(wiki):
   # a batch size that does not divide N: batches wrap into the next epoch's permutation
   data = pipeline.Tokenized(np.zeros((10, 4), np.int32), np.full(10, 2, np.int32),
                             np.zeros((10, 3), np.int32), np.full(10, 2, np.int32))
-  small = pipeline.TrainStream(data, global_batch_size=4, seed=9)
+  small = streams.IndexedStream(data, global_batch_size=4, seed=9)
   flat = np.concatenate([small.indices(s) for s in range(5)])
   np.testing.assert_array_equal(flat, np.concatenate([small.permutation(0), small.permutation(1)]))
   np.testing.assert_array_equal(small.permutation(1),
@@ -218,21 +225,15 @@ def test_eval_set(wiki, tok):
                                 np.arange(50))
   first = tok.encode_batch([s for s, _ in ev.examples[:16]], S, pad_to=S)[0]
   np.testing.assert_array_equal(batches[0]["input_ids"], first)
-  # host slices of an eval batch
-  halves = [pipeline.EvalSet(ev.examples, ev.data, process_index=p, process_count=2)
-            for p in range(2)]
-  for full, *parts in zip(batches, *(h.batches(16, host_slice=True) for h in halves)):
-    for k in full:
-      np.testing.assert_array_equal(np.concatenate([p[k] for p in parts]), full[k])
   # 'file' order: the first N rows
-  _, ev_file = pipeline.build(_cfg(eval_examples=3, eval_order="file"), tok, tok,
+  _, ev_file = _build(_cfg(eval_examples=3, eval_order="file"), tok, tok,
                               global_batch_size=8, seed=0)
   assert ev_file.examples == test_pairs[:3]
 
 
 def test_roundtrip_texts_match_detokenized_predictions(tok):
   ref = "' Bandolier ' , a free iTunes app , was released . It tells the story ."
-  out = pipeline.roundtrip_texts([ref, "x"], tok)
+  out = roundtrip_texts([ref, "x"], tok)
   assert out[0] == tok.decode_batch(tok.encode_targets([ref], 64)[0])[0]
   assert out[0].startswith("' bandolier ', a free itunes app, was released.")  # uncased, respaced
   assert out[1] == "x"
@@ -242,7 +243,7 @@ def test_tsv_dataset(tmp_path, tok):
   (tmp_path / "train.tsv").write_text(
       "".join(f"source {i} .\ttarget {i} . <::::> more .\n" for i in range(6)), encoding="utf-8")
   (tmp_path / "eval.tsv").write_text("a .\tb .\n", encoding="utf-8")
-  stream, ev = pipeline.build(
+  stream, ev = _build(
       _cfg(name="tsv", tsv_train=str(tmp_path / "train.tsv"), tsv_eval=str(tmp_path / "eval.tsv")),
       tok, tok, global_batch_size=4, seed=0)
   assert stream.num_examples == 6 and ev.examples == [("a .", "b .")]
@@ -275,9 +276,9 @@ def test_encode_targets_appends_eos_without_a_post_processor():
 def test_tfds_summarization_pipelines(name, tok):
   with tfds.testing.mock_data(num_examples=10):
     cfg = _cfg(name=name, eval_examples=5)
-    streams = [pipeline.build(cfg, tok, tok, global_batch_size=4, seed=0, process_index=p,
+    streams = [_build(cfg, tok, tok, global_batch_size=4, seed=0, process_index=p,
                               process_count=2) for p in range(2)]
-    single, ev = pipeline.build(cfg, tok, tok, global_batch_size=4, seed=0)
+    single, ev = _build(cfg, tok, tok, global_batch_size=4, seed=0)
   assert single.num_examples == 10 and len(ev.examples) == 5
   for step in (0, 2, 3):  # step 2 crosses into epoch 1
     b = single.batch(step)
@@ -298,32 +299,32 @@ def test_tfds_summarization_pipelines(name, tok):
 
 def test_clear_errors(tmp_path, tok):
   with pytest.raises(ValueError, match="unknown dataset name 'squad'"):
-    pipeline.build(ml_collections.ConfigDict(dict(name="squad")), tok, tok, global_batch_size=8,
+    _build(ml_collections.ConfigDict(dict(name="squad")), tok, tok, global_batch_size=8,
                    seed=0)
   with pytest.raises(ValueError, match="unknown dataset name"):
-    pipeline.get_config("squad")
+    edjax.data.get_config("squad")
   with pytest.raises(ValueError, match="not divisible by process_count 3"):
-    pipeline.build(_cfg(), tok, tok, global_batch_size=8, seed=0, process_index=0, process_count=3)
+    _build(_cfg(), tok, tok, global_batch_size=8, seed=0, process_index=0, process_count=3)
   with pytest.raises(ValueError, match="process_index 2 is not in"):
-    pipeline.build(_cfg(), tok, tok, global_batch_size=8, seed=0, process_index=2, process_count=2)
+    _build(_cfg(), tok, tok, global_batch_size=8, seed=0, process_index=2, process_count=2)
   with pytest.raises(ValueError, match="non-negative"):
-    pipeline.build(_cfg(), tok, tok, global_batch_size=8, seed=-1)
+    _build(_cfg(), tok, tok, global_batch_size=8, seed=-1)
   missing = str(tmp_path / "nowhere")
   with pytest.raises(FileNotFoundError, match="nowhere.*does not exist"):
-    pipeline.build(_cfg(data_dir=missing), tok, tok, global_batch_size=8, seed=0)
+    _build(_cfg(data_dir=missing), tok, tok, global_batch_size=8, seed=0)
   with pytest.raises(FileNotFoundError, match="does not exist"):
     wiki_split.read_wiki_split("test", missing)
   with pytest.raises(FileNotFoundError, match="cnn_dailymail"):  # not prepared, no download
-    pipeline.build(_cfg(name="cnn_dailymail", data_dir=missing, download=False), tok, tok,
+    _build(_cfg(name="cnn_dailymail", data_dir=missing, download=False), tok, tok,
                    global_batch_size=8, seed=0)
   with pytest.raises(FileNotFoundError, match="TSV file"):
-    pipeline.build(_cfg(name="tsv", tsv_train=missing, tsv_eval=missing), tok, tok,
+    _build(_cfg(name="tsv", tsv_train=missing, tsv_eval=missing), tok, tok,
                    global_batch_size=8, seed=0)
   with pytest.raises(ValueError, match="needs data.tsv_train and data.tsv_eval"):
-    pipeline.build(_cfg(name="tsv"), tok, tok, global_batch_size=8, seed=0)
+    _build(_cfg(name="tsv"), tok, tok, global_batch_size=8, seed=0)
   with pytest.raises(ValueError, match="eval_order"):
-    pipeline.build(_cfg(eval_order="random"), tok, tok, global_batch_size=8, seed=0)
+    _build(_cfg(eval_order="random"), tok, tok, global_batch_size=8, seed=0)
   with pytest.raises(ValueError, match="step must be >= 0"):
-    pipeline.TrainStream(pipeline.Tokenized(np.zeros((2, 2)), np.ones(2, np.int32),
+    streams.IndexedStream(pipeline.Tokenized(np.zeros((2, 2)), np.ones(2, np.int32),
                                             np.zeros((2, 2)), np.ones(2, np.int32)),
                          global_batch_size=2, seed=0).batch(-1)

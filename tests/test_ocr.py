@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import sys
-import types
 
 import ml_collections
 import numpy as np
@@ -41,7 +39,7 @@ def train_set(lines) -> ocr.RenderedOCR:
 
 
 def _cfg(**kw) -> ml_collections.ConfigDict:
-  cfg = vision_pipeline.get_config()
+  cfg = edjax.data.get_config("rendered_ocr")
   cfg.update(dict(num_train=300, eval_examples=40))
   cfg.update(kw)
   return cfg
@@ -316,21 +314,6 @@ def test_bad_arguments_errors(tok, tmp_path):
   with pytest.raises(ValueError, match="one target per image"):
     vision_pipeline.ImageTextData(ocr.RenderedOCR(["a word"]), [], tok, _processor,
                                   max_target_length=8)
-
-
-def test_coco_captions_dispatch(tok, monkeypatch):
-  monkeypatch.delattr(edjax.data, "coco_captions", raising=False)
-  monkeypatch.setitem(sys.modules, "edjax.data.coco_captions", None)  # as if the file is absent
-  cfg = dict(name="coco_captions")
-  with pytest.raises(ValueError, match="coco_captions.py"):
-    vision_pipeline.build_vision(cfg, _processor, tok, global_batch_size=8, seed=0)
-  calls = []
-  fake = types.SimpleNamespace(build_coco_captions=lambda *a, **kw: calls.append((a, kw)) or "ok")
-  monkeypatch.setitem(sys.modules, "edjax.data.coco_captions", fake)
-  assert vision_pipeline.build_vision(cfg, _processor, tok, global_batch_size=8, seed=3,
-                                      process_index=1, process_count=2) == "ok"
-  assert calls == [((cfg, _processor, tok), dict(global_batch_size=8, seed=3, process_index=1,
-                                                  process_count=2))]
 
 
 def test_character_targets_spell_words_in_the_same_vocabulary(tok, lines):

@@ -36,7 +36,7 @@ def test_bad_arguments_are_rejected(arg):
 def _pairs(offset: int, n: int):
   cfg = ml_collections.ConfigDict(dict(name="wiki_split", eval_split="test", eval_examples=n,
                                        eval_offset=offset))
-  return pipeline._eval_pairs(cfg, "wiki_split")
+  return pipeline.eval_pairs(cfg)
 
 
 def test_dev_and_test_subsets_are_disjoint_slices_of_one_permutation():

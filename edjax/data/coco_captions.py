@@ -1,14 +1,15 @@
 """COCO captions (tfds ``coco_captions``: COCO 2014 images, Karpathy & Li splits) for captioning.
 
     processor = ImageProcessor.from_dir(encoder_dir)        # or ImageProcessor.for_image_size(...)
-    train_stream, eval_set = coco_captions.build_coco_captions(
-        config.data, processor, decoder_tokenizer, global_batch_size=256, seed=0,
+    train_stream, eval_set = edjax.data.build_dataset(   # data_config.name == 'coco_captions'
+        config.data, decoder_tokenizer=decoder_tokenizer, image_processor=processor,
+        global_batch_size=256, seed=0,
         process_index=jax.process_index(), process_count=jax.process_count())
     batch = train_stream.batch(step)       # this host's rows of global batch `step` (ascending)
     for b in eval_set.batches(32): ...     # the fixed eval subset, last batch padded
 
-The interface of `edjax.data.pipeline`'s TrainStream / EvalSet with images in place of source
-tokens. Batches are dicts of numpy arrays with static shapes::
+The contracts of `edjax.data.streams` (a forward-only TrainStream and an EvalSet) with images in
+place of source tokens. Batches are dicts of numpy arrays with static shapes::
 
     pixel_values            float32 [b, 3, height, width]  `ImageProcessor` output (transformers'
                                                              ViT / DeiT preprocessing)
@@ -72,42 +73,41 @@ import os
 import time
 from typing import Iterator, Sequence
 
-import ml_collections
 import numpy as np
 from absl import logging
 
+from edjax.data import registry
+from edjax.data.streams import EvalSet, base_name, check_sharding, config_value
+from edjax.losses import IGNORE_INDEX
 from edjax.processing import images as images_lib
 from edjax.processing.images import ImageProcessor
-from edjax.data.pipeline import IGNORE_INDEX, EvalSet, _check_sharding, _get
 from edjax.processing.tokenizers import Tokenizer
 
 NAME = "coco_captions"
 SPLITS = ("train", "restval", "val", "test")
 
 
-def get_config() -> ml_collections.ConfigDict:
-  """The coco_captions data config with its defaults ("" / None / 0 where noted = default).
+# The data-config keys of ``coco_captions`` and their defaults (`edjax.data.get_config`).
+# name may carry a tfds config / version: 'coco_captions/2014', 'coco_captions:1.1.0'.
+DEFAULTS = dict(
+    train_splits=("train", "restval"),  # splits concatenated into the training pairs
+    eval_split="val",            # Karpathy's 5000-image test split is 'test'
+    eval_examples=200,           # images in the eval subset (<= 0: the whole split)
+    eval_offset=0,               # the subset starts at this image of the split's file order
+    max_target_length=32,        # label length, eos included (COCO captions are ~12 words)
+    data_dir="",                 # the tfds data_dir ("": tfds' default)
+    download=False,              # let tfds download and prepare the ~38 GB dataset when missing
+    image_shuffle_buffer=1024,   # images in the first shuffle buffer (encoded JPEGs, ~160 KB each)
+    shuffle_buffer=2048,         # (image, caption) pairs in the second (each holds a copy of its
+                                 # encoded image: ~330 MB of host memory at 2048)
+    num_train_examples=0,        # the number of training pairs, if known (0: counted when needed)
+)
 
-  name                  'coco_captions' (a tfds config / version may follow: 'coco_captions/2014',
-                        'coco_captions:1.1.0')
-  train_splits          splits concatenated into the training pairs (default ('train', 'restval'))
-  eval_split            default 'val' (Karpathy's 5000-image test split is 'test')
-  eval_examples         images in the eval subset (default 200; <= 0: the whole split)
-  eval_offset           the subset starts at this image of the split's file order (default 0)
-  max_target_length     label length, eos included (default 32: COCO captions are ~12 words)
-  data_dir              the tfds data_dir (default: tfds' default)
-  download              let tfds download and prepare the ~38 GB dataset when missing
-                        (default False)
-  image_shuffle_buffer  images in the first shuffle buffer (default 1024; encoded JPEGs, ~160 KB
-                        each)
-  shuffle_buffer        (image, caption) pairs in the second (default 2048; each pair holds a copy
-                        of its encoded image: ~330 MB of host memory at 2048)
-  num_train_examples    the number of training pairs, if known (0: counted when first needed)
-  """
-  return ml_collections.ConfigDict(dict(
-      name=NAME, train_splits=("train", "restval"), eval_split="val", eval_examples=200,
-      eval_offset=0, max_target_length=32, data_dir="", download=False, image_shuffle_buffer=1024,
-      shuffle_buffer=2048, num_train_examples=0))
+
+def _setting(data_config, key: str):
+  """data_config[key], missing / None / "" meaning DEFAULTS[key] (data_dir: None)."""
+  value = config_value(data_config, key, DEFAULTS[key])
+  return None if key == "data_dir" and value == "" else value
 
 
 def normalize_caption(text: str | bytes) -> str:
@@ -126,9 +126,6 @@ def _labels(tokenizer: Tokenizer, texts: Sequence[str], max_length: int) -> dict
 
 # ----------------------------------------------------------------------------- tfds reading
 
-
-def _base_name(name: str) -> str:
-  return name.split(":")[0].split("/")[0]
 
 
 def _tfds_data_dir(data_dir: str | None) -> str:
@@ -185,7 +182,8 @@ def _split_expr(splits: Sequence[str] | str) -> str:
 
 
 class CocoTrainStream:
-  """This host's rows of each global training batch of (image, caption) pairs (module docstring).
+  """This host's rows of each global training batch of (image, caption) pairs (module docstring):
+  a forward-only `streams.TrainStream` (random_access = False).
 
   `batch(step)` reads forward: ascending steps, a repeat of the last step returns the same batch,
   a jump ahead seeks (counting the pairs first if num_examples is unknown), a step below the
@@ -195,13 +193,15 @@ class CocoTrainStream:
   `count_examples`).
   """
 
+  random_access = False
+
   def __init__(self, processor: ImageProcessor, tokenizer: Tokenizer, *, name: str = NAME,
                splits: Sequence[str] = ("train", "restval"), data_dir: str | None = None,
                download: bool = False, max_target_length: int = 32, global_batch_size: int,
                seed: int, process_index: int = 0, process_count: int = 1,
                image_shuffle_buffer: int = 1024, shuffle_buffer: int = 2048,
                num_examples: int | None = None):
-    _check_sharding(global_batch_size, process_index, process_count)
+    check_sharding(global_batch_size, process_index, process_count)
     if not isinstance(seed, (int, np.integer)) or seed < 0:
       raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     if image_shuffle_buffer < 1 or shuffle_buffer < 1:
@@ -378,11 +378,11 @@ class _CocoEvalRows:
 
 
 class CocoEvalSet(EvalSet):
-  """The fixed eval subset: `pipeline.EvalSet` over images, with every caption as references.
+  """The fixed eval subset: a `streams.EvalSet` over images, with every caption as references.
 
   examples: list of (image id as str, first caption); references: list of lists of all captions;
-  `batches` as EvalSet's (pixel_values, labels of the first caption, decoder_attention_mask,
-  valid, index).
+  images: uint8 [N, height, width, 3]; `batches` as EvalSet's (pixel_values, labels of the first
+  caption, decoder_attention_mask, valid, index).
   """
 
   def __init__(self, image_ids: Sequence[int], captions: Sequence[Sequence[str]],
@@ -394,21 +394,13 @@ class CocoEvalSet(EvalSet):
       raise ValueError("every eval image needs at least one caption")
     targets = _labels(tokenizer, [caps[0] for caps in captions], max_target_length)
     super().__init__([(str(int(i)), caps[0]) for i, caps in zip(image_ids, captions)],
-                     _CocoEvalRows(images, processor, targets), process_index=process_index,
+                     _CocoEvalRows(images, processor, targets),
+                     references=[list(caps) for caps in captions], process_index=process_index,
                      process_count=process_count)
-    self._references = [list(caps) for caps in captions]
 
   @property
   def images(self) -> np.ndarray:
     return self.data.images
-
-  @property
-  def references(self) -> list[list[str]]:
-    """Every caption of each example's image (a list per example)."""
-    return [list(refs) for refs in self._references]
-
-  def rows(self, idx: np.ndarray) -> dict[str, np.ndarray]:
-    return self.data.rows(idx)
 
 
 def _read_eval(name: str, split: str, data_dir: str | None, download: bool, offset: int,
@@ -424,20 +416,23 @@ def _read_eval(name: str, split: str, data_dir: str | None, download: bool, offs
 
 
 def build_coco_eval(data_config, image_processor: ImageProcessor, decoder_tokenizer: Tokenizer, *,
-                    process_index: int = 0, process_count: int = 1) -> CocoEvalSet:
-  """The `CocoEvalSet` of `data_config` alone (no training data touched)."""
+                    encoder_tokenizer=None, process_index: int = 0,
+                    process_count: int = 1) -> CocoEvalSet:
+  """The `CocoEvalSet` of `data_config` alone (no training data touched; encoder_tokenizer is
+  ignored)."""
   _check_name(data_config)
   size = images_lib.check_same_size(image_processor)
-  split = _get(data_config, "eval_split", "val")
+  split = _setting(data_config, "eval_split")
   if split.split("[")[0] not in SPLITS:
     raise ValueError(f"unknown coco_captions eval_split {split!r}: the splits are {SPLITS}")
-  n = int(_get(data_config, "eval_examples", 200))
-  offset = int(_get(data_config, "eval_offset", 0))
+  n = int(_setting(data_config, "eval_examples"))
+  offset = int(_setting(data_config, "eval_offset"))
   if offset < 0:
     raise ValueError(f"data.eval_offset must be >= 0, got {offset}")
   t0 = time.time()
-  records = _read_eval(_get(data_config, "name", NAME), split, _get(data_config, "data_dir", None),
-                       bool(_get(data_config, "download", False)), offset, n)
+  records = _read_eval(config_value(data_config, "name", NAME), split,
+                       _setting(data_config, "data_dir"), bool(_setting(data_config, "download")),
+                       offset, n)
   if not records:
     raise ValueError(f"data.eval_offset={offset} is past the end of eval split {split!r}")
 
@@ -458,45 +453,46 @@ def build_coco_eval(data_config, image_processor: ImageProcessor, decoder_tokeni
 
 
 def _check_name(data_config) -> None:
-  name = _get(data_config, "name", NAME)
-  if _base_name(name) != NAME:
+  name = config_value(data_config, "name", NAME)
+  if base_name(name) != NAME:
     raise ValueError(f"build_coco_captions reads tfds {NAME!r} (optionally with a config / "
                      f"version, e.g. 'coco_captions/2014'), got data.name={name!r}")
 
 
 def _max_target_length(data_config) -> int:
-  length = int(_get(data_config, "max_target_length", 32))
+  length = int(_setting(data_config, "max_target_length"))
   if length < 2:
     raise ValueError(f"max_target_length must be >= 2, got {length}")
   return length
 
 
+@registry.register_dataset(NAME, modality="image", defaults=DEFAULTS, build_eval=build_coco_eval)
 def build_coco_captions(data_config, image_processor: ImageProcessor,
-                        decoder_tokenizer: Tokenizer, *, global_batch_size: int, seed: int,
-                        process_index: int = 0,
+                        decoder_tokenizer: Tokenizer, *, encoder_tokenizer=None,
+                        global_batch_size: int, seed: int, process_index: int = 0,
                         process_count: int = 1) -> tuple[CocoTrainStream, CocoEvalSet]:
   """This host's `CocoTrainStream` and the `CocoEvalSet` (the same on every host).
 
-  data_config keys: see `get_config`. Raises ValueError for a bad config and FileNotFoundError
+  data_config keys: `DEFAULTS` (encoder_tokenizer is ignored). Raises ValueError for a bad config and FileNotFoundError
   when the tfds data is not prepared (naming the data_dir and the `tfds build` command). The eval
   subset is read first (fail fast); the training stream opens its first tf.data reader lazily, at
   the first `batch`.
   """
   _check_name(data_config)
-  _check_sharding(global_batch_size, process_index, process_count)
+  check_sharding(global_batch_size, process_index, process_count)
   max_length = _max_target_length(data_config)
   eval_set = build_coco_eval(data_config, image_processor, decoder_tokenizer,
                              process_index=process_index, process_count=process_count)
   stream = CocoTrainStream(
-      image_processor, decoder_tokenizer, name=_get(data_config, "name", NAME),
-      splits=_get(data_config, "train_splits", ("train", "restval")),
-      data_dir=_get(data_config, "data_dir", None),
-      download=bool(_get(data_config, "download", False)), max_target_length=max_length,
+      image_processor, decoder_tokenizer, name=config_value(data_config, "name", NAME),
+      splits=_setting(data_config, "train_splits"),
+      data_dir=_setting(data_config, "data_dir"),
+      download=bool(_setting(data_config, "download")), max_target_length=max_length,
       global_batch_size=global_batch_size, seed=seed, process_index=process_index,
       process_count=process_count,
-      image_shuffle_buffer=int(_get(data_config, "image_shuffle_buffer", 1024)),
-      shuffle_buffer=int(_get(data_config, "shuffle_buffer", 2048)),
-      num_examples=int(_get(data_config, "num_train_examples", 0)) or None)
+      image_shuffle_buffer=int(_setting(data_config, "image_shuffle_buffer")),
+      shuffle_buffer=int(_setting(data_config, "shuffle_buffer")),
+      num_examples=int(_setting(data_config, "num_train_examples")) or None)
   import tensorflow_datasets as tfds
   splits = tfds.builder(stream.name, data_dir=stream.data_dir).info.splits  # empty under mocks
   if all(s in splits for s in stream.split.split("+")):  # whole splits only (no slices)

@@ -24,10 +24,13 @@ horizontal background gradient, gaussian noise and an optional slight blur from
 layout, so the optional libraqm does not change pixels) into a tight ink mask and places it inside
 the margins. Text too wide or tall for the canvas is drawn at a smaller font size (down to
 `MIN_FONT_SIZE`, then the mask is resized down): it is never cut off. Pixels are identical on every
-call and on every machine with the same pinned Pillow and matplotlib.
+call and on every machine with the same pinned Pillow and matplotlib. Renders are cheap enough to
+make on demand in every batch (README: measured speed).
 
-Speed: about 2,000 renders of 32 x 128 (1,000 of 64 x 256) a second on one CPU core (measured
-while the machine's other core was busy).
+The dataset ``rendered_ocr`` (`edjax.data.build_dataset`, keys in `DEFAULTS`): `wiki_split_lines`
+rendered by `RenderedOCR` behind a `vision_pipeline.ImageTextData`, served by a random-access
+`streams.IndexedStream`. The eval set's examples are (``"rendered_ocr:test:<i>"``, text), so its
+references are the line texts.
 """
 
 from __future__ import annotations
@@ -36,10 +39,16 @@ import dataclasses
 import functools
 import os
 import sys
+import time
 from typing import Sequence
 
 import numpy as np
+from absl import logging
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
+
+from edjax import fileio, resources
+from edjax.data import pipeline, registry, vision_pipeline
+from edjax.data.streams import EvalSet, IndexedStream, config_value
 
 FONT_FILES = ("DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSerif.ttf", "DejaVuSansMono.ttf")
 SPLITS = {"train": 0, "eval": 1}  # the split's stream id in the render seed
@@ -153,8 +162,7 @@ def read_sentences(files: Sequence[str], data_dir: str | None = None) -> list[st
 
   data_dir defaults to ``$EDJAX_DATA_DIR/wiki_split``.
   """
-  from edjax.data import pipeline, wiki_split  # wiki_split imports tensorflow_datasets (0.3 s)
-  data_dir = data_dir or wiki_split.default_dir()
+  data_dir = data_dir or resources.wiki_split_dir()
   sentences = []
   for name in files:
     path = os.path.join(data_dir, f"{name}.tsv")
@@ -360,7 +368,7 @@ def save_sample_grid(path: str, n: int = 16, *, seed: int = 0, split: str = "eva
                      data_dir: str | None = None) -> str:
   """Saves the first n examples of `split` as one PNG grid, each render enlarged `zoom` times
   above its target text; returns `path`. With the defaults these are the first n eval examples
-  of the default ``rendered_ocr`` data config (`vision_pipeline.get_config`)."""
+  of the default ``rendered_ocr`` data config (`edjax.data.get_config("rendered_ocr")`)."""
   if n < 1 or cols < 1 or zoom < 1:
     raise ValueError(f"n ({n}), cols ({cols}) and zoom ({zoom}) must be >= 1")
   if split not in SPLITS:
@@ -378,8 +386,93 @@ def save_sample_grid(path: str, n: int = 16, *, seed: int = 0, split: str = "eva
     grid.paste(Image.fromarray(data.image(k)).resize((w, h), Image.Resampling.NEAREST), (x, y))
     draw.text((x, y + h + 1), repr(data.text(k)), font=_font("DejaVuSansMono.ttf", 10),
               fill=(180, 0, 0))
-  grid.save(path)
-  return path
+  image_format = os.path.splitext(path)[1].lstrip(".") or "png"
+  return fileio.atomic_write(path, lambda tmp: grid.save(tmp, format=image_format))
+
+
+# ----------------------------------------------------------------------------- the dataset
+
+DEFAULTS = dict(
+    num_train=50000,        # training lines, distinct, from WikiSplit tune + validation
+    eval_examples=500,      # eval lines, distinct, from WikiSplit test, none of them a train line
+    image_height=32,        # rendered canvas height (>= 16); the image processor then resizes
+    image_width=128,        # rendered canvas width (>= 32)
+    max_words=4,            # words per line, 1..max_words
+    max_chars=24,           # characters per line, spaces included
+    max_target_length=32,   # label length, eos included (a longer line is an error, never cut)
+    data_dir="",            # the folder of the WikiSplit TSVs ("": $EDJAX_DATA_DIR/wiki_split)
+    render_seed=0,          # seed of the lines and of every render, independent of the training
+                            # seed, so runs with different seeds see the same data
+    target_units="subwords",  # or 'characters': one WordPiece piece per character (g ##u ##n),
+                              # decoding to the same text; lets a recogniser spell rare words
+)
+_MINIMUMS = dict(num_train=1, eval_examples=1, image_height=16, image_width=32, max_words=1,
+                 max_chars=1, max_target_length=2)
+
+
+def _read_config(data_config) -> dict:
+  """The checked settings of a ``rendered_ocr`` data config (missing / None / "" = DEFAULTS)."""
+  out = {k: vision_pipeline.positive_int(data_config, k, DEFAULTS[k], minimum)
+         for k, minimum in _MINIMUMS.items()}
+  out["render_seed"] = vision_pipeline.positive_int(data_config, "render_seed", 0, minimum=0)
+  out["data_dir"] = config_value(data_config, "data_dir", None)
+  units = config_value(data_config, "target_units", DEFAULTS["target_units"])
+  if units not in ("subwords", "characters"):
+    raise ValueError(f"data.target_units must be 'subwords' or 'characters', got {units!r}")
+  out["characters"] = units == "characters"
+  return out
+
+
+def _build(data_config, decoder_tokenizer, image_processor, *, with_train: bool):
+  """(train ImageTextData or None, eval lines, eval ImageTextData, settings)."""
+  cfg = _read_config(data_config)
+  train_lines, eval_lines = wiki_split_lines(
+      cfg["num_train"], cfg["eval_examples"], seed=cfg["render_seed"],
+      max_words=cfg["max_words"], max_chars=cfg["max_chars"], data_dir=cfg["data_dir"])
+  canvas = dict(seed=cfg["render_seed"], height=cfg["image_height"], width=cfg["image_width"])
+  targets = dict(max_target_length=cfg["max_target_length"], characters=cfg["characters"])
+  train = None
+  if with_train:
+    train = vision_pipeline.ImageTextData(RenderedOCR(train_lines, split="train", **canvas),
+                                          train_lines, decoder_tokenizer, image_processor,
+                                          **targets)
+  evals = vision_pipeline.ImageTextData(RenderedOCR(eval_lines, split="eval", **canvas),
+                                        eval_lines, decoder_tokenizer, image_processor, **targets)
+  return train, eval_lines, evals, cfg
+
+
+def _eval_set(eval_lines, evals, process_index, process_count) -> EvalSet:
+  examples = [(f"rendered_ocr:test:{i}", text) for i, text in enumerate(eval_lines)]
+  return EvalSet(examples, evals, process_index=process_index, process_count=process_count)
+
+
+def build_rendered_ocr_eval(data_config, *, encoder_tokenizer=None, decoder_tokenizer,
+                            image_processor, process_index: int = 0,
+                            process_count: int = 1) -> EvalSet:
+  """The ``rendered_ocr`` `EvalSet` alone (the training lines are cut, to exclude them, not
+  rendered)."""
+  _, eval_lines, evals, _ = _build(data_config, decoder_tokenizer, image_processor,
+                                   with_train=False)
+  return _eval_set(eval_lines, evals, process_index, process_count)
+
+
+@registry.register_dataset("rendered_ocr", modality="image", defaults=DEFAULTS,
+                           build_eval=build_rendered_ocr_eval)
+def build_rendered_ocr(data_config, *, encoder_tokenizer=None, decoder_tokenizer,
+                       image_processor, global_batch_size: int, seed: int,
+                       process_index: int = 0, process_count: int = 1
+                       ) -> tuple[IndexedStream, EvalSet]:
+  """(IndexedStream, EvalSet) of the ``rendered_ocr`` dataset (keys: `DEFAULTS`)."""
+  t0 = time.time()
+  train, eval_lines, evals, cfg = _build(data_config, decoder_tokenizer, image_processor,
+                                         with_train=True)
+  stream = IndexedStream(train, global_batch_size=global_batch_size, seed=seed,
+                         process_index=process_index, process_count=process_count)
+  logging.info("data rendered_ocr: %d train / %d eval lines (<= %d words, <= %d chars) on a "
+               "%d x %d canvas, labels of mean length %.1f, in %.1f s", len(train), len(evals),
+               cfg["max_words"], cfg["max_chars"], cfg["image_height"], cfg["image_width"],
+               float(train.label_len.mean()), time.time() - t0)
+  return stream, _eval_set(eval_lines, evals, process_index, process_count)
 
 
 if __name__ == "__main__":  # python -m edjax.data.ocr samples.png

@@ -18,7 +18,8 @@ Two ways to read it, giving the same records:
                          manual_dir="/path/to/wiki_split")))
 
   Offline: the split files are taken from ``download_config.manual_dir`` or, when that holds none
-  of them, from `default_dir()` (``$EDJAX_DATA_DIR/wiki_split``); only the splits whose files are
+  of them, from `edjax.resources.wiki_split_dir()` (``$EDJAX_DATA_DIR/wiki_split``); only the
+  splits whose files are
   there are built (the shared offline copy has tune / validation / test) and nothing is fetched.
   Online: when neither folder holds any split file, all four files are fetched with
   ``dl_manager.download`` from the public repository (train.tsv.zip is extracted).
@@ -28,6 +29,16 @@ Two ways to read it, giving the same records:
 `EDJAX_DATA_DIR` defaults to ``<repo>/../shared/data``. The shared folder is read-only: prepared
 tfds data goes to the ``data_dir`` you give, else ``$TFDS_DATA_DIR``, else
 ``~/tensorflow_datasets`` (tfds' default).
+
+The dataset ``wiki_split`` (`edjax.data.build_dataset`): training pairs from `train_splits`
+(default tune + validation), the eval subset from `eval_split` (default test), read from
+`data_dir` (default ``$EDJAX_DATA_DIR/wiki_split``) by `load_wiki_split`; target = `target_text`
+of column 2, so detokenized predictions compare to references directly. The files are sorted
+alphabetically, so their first rows are not representative (they all start with quotes, digits or
+"A"): keep the default eval_order='shuffled'.
+
+This module is the one home of WikiSplit's format: `DELIMITER` / `MARK` and `target_text` (the
+pipeline's TSV reader and `edjax.metrics.normalize_split_delimiter` use them).
 """
 
 from __future__ import annotations
@@ -37,6 +48,10 @@ import sys
 import zipfile
 
 import tensorflow_datasets as tfds
+
+from edjax import resources
+from edjax.data import pipeline
+from edjax.data.pipeline import parse_tsv_lines
 
 
 def ensure_tfds_compat() -> None:
@@ -50,42 +65,32 @@ def ensure_tfds_compat() -> None:
   try:
     import importlib_resources  # noqa: F401
   except ImportError:
-    from importlib import resources
+    from importlib import resources as stdlib_resources
     from importlib.resources import abc  # noqa: F401  (tfds reads importlib_resources.abc)
-    sys.modules["importlib_resources"] = resources
+    sys.modules["importlib_resources"] = stdlib_resources
 
 
 ensure_tfds_compat()
 
 SPLITS = ("train", "tune", "validation", "test")
-DELIMITER = " <::::> "
+MARK = "<::::>"  # WikiSplit's sentence delimiter in column 2
+DELIMITER = f" {MARK} "  # as it stands between two sentences
 URL = "https://github.com/google-research-datasets/wiki-split/raw/master/"
 # split -> file name in the release (and in a manual dir)
 FILES = {"train": "train.tsv.zip", "tune": "tune.tsv", "validation": "validation.tsv",
          "test": "test.tsv"}
 
 
-def data_root() -> str:
-  """$EDJAX_DATA_DIR, else ``<repo>/../shared/data`` (the project's read-only offline data)."""
-  env = os.environ.get("EDJAX_DATA_DIR")
-  if env:
-    return env
-  repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-  return os.path.normpath(os.path.join(repo, "..", "shared", "data"))
-
-
-def default_dir() -> str:
-  """Where the offline WikiSplit TSVs live: ``$EDJAX_DATA_DIR/wiki_split``."""
-  return os.path.join(data_root(), "wiki_split")
-
-
-def target_text(simple_sentences: str) -> str:
+def target_text(text: str) -> str:
   """Column 2 -> the training target: the sentences joined by one space (idempotent).
 
   ``"A was born . <::::> He died ."`` -> ``"A was born . He died ."``: a plain two-sentence text,
   so that detokenized predictions compare to references directly (SARI / BLEU / exact match).
+  A text without the delimiter (any other dataset's target) is returned unchanged.
   """
-  return simple_sentences.replace(DELIMITER, " ").replace("<::::>", " ").strip()
+  if MARK not in text:
+    return text
+  return text.replace(DELIMITER, " ").replace(MARK, " ").strip()
 
 
 def _iter_rows(path: str):
@@ -98,18 +103,6 @@ def _iter_rows(path: str):
   else:
     with open(path, encoding="utf-8", newline="") as f:
       yield from parse_tsv_lines(f, path)
-
-
-def parse_tsv_lines(lines, path: str):
-  """(column 1, column 2) of each non-blank `a<TAB>b` line; another column count is an error."""
-  for i, line in enumerate(lines, 1):
-    line = line.rstrip("\r\n")
-    if not line:
-      continue
-    parts = line.split("\t")
-    if len(parts) != 2:
-      raise ValueError(f"{path} line {i}: expected 2 tab-separated columns, got {len(parts)}")
-    yield parts[0], parts[1]
 
 
 def _split_path(directory: str, split: str) -> str | None:
@@ -129,10 +122,11 @@ def _check_split(split: str) -> None:
 def read_wiki_split(split: str, directory: str | None = None) -> list[tuple[str, str]]:
   """(complex_sentence, simple_sentences) rows of ``<directory>/<split>.tsv``, in file order.
 
-  `directory` defaults to `default_dir()`. Column 2 is returned verbatim (apply `target_text`).
+  `directory` defaults to `resources.wiki_split_dir()`. Column 2 is returned verbatim (apply
+  `target_text`).
   """
   _check_split(split)
-  directory = directory or default_dir()
+  directory = directory or resources.wiki_split_dir()
   if not os.path.isdir(directory):
     raise FileNotFoundError(
         f"WikiSplit folder {directory} does not exist: set EDJAX_DATA_DIR to the folder that holds "
@@ -148,13 +142,13 @@ def load_wiki_split(split: str, data_dir: str | None = None, *,
                     tfds_data_dir: str | None = None) -> list[tuple[str, str]]:
   """(source, target) pairs of a WikiSplit split, target = `target_text` of column 2.
 
-  Reads ``<data_dir>/<split>.tsv`` directly when it exists (data_dir defaults to `default_dir()`);
-  otherwise (e.g. the 1M-pair train split on a machine with internet) prepares the tfds builder
+  Reads ``<data_dir>/<split>.tsv`` directly when it exists (data_dir defaults to
+  `resources.wiki_split_dir()`); otherwise (e.g. the 1M-pair train split on a machine with internet) prepares the tfds builder
   into `tfds_data_dir` (default: $TFDS_DATA_DIR or ~/tensorflow_datasets), downloading the public
   files, and reads it from there. Both paths give the same rows in the same (file) order.
   """
   _check_split(split)
-  directory = data_dir or default_dir()
+  directory = data_dir or resources.wiki_split_dir()
   if os.path.isdir(directory) and _split_path(directory, split) is not None:
     rows = read_wiki_split(split, directory)
   else:
@@ -213,7 +207,7 @@ class WikiSplit(tfds.core.GeneratorBasedBuilder):
       dirs.append(os.fspath(dl_manager.manual_dir))
     except (AssertionError, ValueError):  # manual dir not given / missing / empty
       pass
-    dirs.append(default_dir())
+    dirs.append(resources.wiki_split_dir())
     for d in dirs:
       found = {s: p for s in SPLITS if os.path.isdir(d) and (p := _split_path(d, s)) is not None}
       if found:
@@ -230,3 +224,33 @@ class WikiSplit(tfds.core.GeneratorBasedBuilder):
   def _generate_examples(self, path):
     for i, (complex_sentence, simple_sentences) in enumerate(_iter_rows(os.fspath(path))):
       yield i, {"complex_sentence": complex_sentence, "simple_sentences": simple_sentences}
+
+
+# ----------------------------------------------------------------------------- the dataset
+
+
+def _pairs(split: str, data_dir: str | None) -> list[tuple[str, str]]:
+  if data_dir is not None and not os.path.isdir(data_dir):
+    raise FileNotFoundError(
+        f"WikiSplit data_dir {data_dir} does not exist: point data.data_dir at the folder holding "
+        "tune.tsv / validation.tsv / test.tsv, or leave it empty for $EDJAX_DATA_DIR/wiki_split")
+  return load_wiki_split(split, data_dir)
+
+
+def _train_chunks(data_config, name: str):
+  splits = tuple(pipeline.setting(data_config, "train_splits"))
+  if not splits:
+    raise ValueError(f"data.train_splits is empty for dataset {name!r}")
+  for split in splits:
+    yield from pipeline.chunks(_pairs(split, pipeline.setting(data_config, "data_dir") or None))
+
+
+def _eval_pairs(data_config, name: str, limit: int | None) -> list[tuple[str, str]]:
+  return _pairs(pipeline.setting(data_config, "eval_split"),
+                pipeline.setting(data_config, "data_dir") or None)
+
+
+pipeline.register_text_dataset(
+    "wiki_split", pipeline.TextSource(_train_chunks, _eval_pairs),
+    defaults=dict(train_splits=("tune", "validation"), eval_split="test",
+                  data_dir=""))  # data_dir: the folder of the TSVs ("": $EDJAX_DATA_DIR/wiki_split)

@@ -151,6 +151,29 @@ class Tokenizer:
                                  skip_special_tokens=skip_special_tokens)
 
 
+def roundtrip_texts(texts: Sequence[str], tokenizer: Tokenizer) -> list[str]:
+  """Texts as `tokenizer.decode_batch` would print them: decode(encode(text)), no truncation.
+
+  Detokenized predictions are lowercased by uncased vocabularies (MiniLM, bert-base-uncased) and
+  respaced by the WordPiece / BPE decoders (WikiSplit's "established , originally" comes back as
+  "established, originally"); pass references (and, for SARI, sources) through this so that
+  metrics compare like with like and measure the model, not the tokenizer. [UNK] pieces are
+  dropped as in predictions.
+  """
+  encs = tokenizer.tok.encode_batch(list(texts), add_special_tokens=False)
+  return tokenizer.tok.decode_batch([e.ids for e in encs], skip_special_tokens=True)
+
+
+def roundtrip_references(references: Sequence, tokenizer: Tokenizer) -> list:
+  """`roundtrip_texts` of references: one string per example, or (multi-reference sets such as
+  COCO captions) a list of strings per example, each list kept as a list."""
+  if not references or isinstance(references[0], str):
+    return roundtrip_texts(references, tokenizer) if references else []
+  flat = [ref for refs in references for ref in refs]
+  decoded = iter(roundtrip_texts(flat, tokenizer) if flat else [])
+  return [[next(decoded) for _ in refs] for refs in references]
+
+
 def _wordpiece(vocab_path: str, lowercase: bool) -> tokenizers.Tokenizer:
   tok = tokenizers.Tokenizer(models.WordPiece.from_file(vocab_path, unk_token="[UNK]"))
   tok.normalizer = normalizers.BertNormalizer(lowercase=lowercase)

@@ -131,12 +131,15 @@ def is_ignored(name: str, patterns: Sequence[str]) -> bool:
 
 
 def attention_rules(qkv: str, out: str, flax: str, heads: int,
-                    names: Sequence[str] = ("query", "key", "value")) -> list[Rule]:
-  """torch-Linear q/k/v at `{qkv}.{names}` and output at `{out}` -> the shared Attention."""
+                    names: Sequence[str] = ("query", "key", "value"),
+                    qkv_bias: Sequence[bool] = (True, True, True)) -> list[Rule]:
+  """torch-Linear q/k/v at `{qkv}.{names}` and output at `{out}` -> the shared Attention
+  (`qkv_bias`: which of the three projections have a bias, as `BlockConfig.qkv_bias`)."""
   rules = []
-  for proj, name in zip(("query", "key", "value"), names):
-    rules += [rule(f"{qkv}.{name}.weight", f"{flax}/{proj}/kernel", to_heads(heads, True)),
-              rule(f"{qkv}.{name}.bias", f"{flax}/{proj}/bias", bias_to_heads(heads))]
+  for proj, name, has_bias in zip(("query", "key", "value"), names, qkv_bias):
+    rules.append(rule(f"{qkv}.{name}.weight", f"{flax}/{proj}/kernel", to_heads(heads, True)))
+    if has_bias:
+      rules.append(rule(f"{qkv}.{name}.bias", f"{flax}/{proj}/bias", bias_to_heads(heads)))
   return rules + [rule(f"{out}.weight", f"{flax}/out/kernel", from_heads(heads, True)),
                   rule(f"{out}.bias", f"{flax}/out/bias", identity())]
 

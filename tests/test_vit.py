@@ -41,12 +41,13 @@ def _expected_shapes(module, config) -> dict:
   return {"/".join(k): tuple(v.shape) for k, v in traverse_util.flatten_dict(shapes).items()}
 
 
-@pytest.fixture(scope="module", params=["vit", "deit"])
+@pytest.fixture(scope="module", params=["vit", "deit", "vit-no_qkv_bias"])
 def case(request):
-  model_type = request.param
+  """vit-no_qkv_bias: ViTConfig(qkv_bias=False), the encoder of TrOCR-base / -large."""
+  model_type = request.param.split("-")[0]
   hf_cfg_cls, hf_model_cls = HF_CLASSES[model_type]
   torch.manual_seed(0)
-  hf_cfg = hf_cfg_cls(**TINY)
+  hf_cfg = hf_cfg_cls(**TINY, **({"qkv_bias": False} if "no_qkv_bias" in request.param else {}))
   hf = hf_model_cls(hf_cfg).eval()
   _randomize(hf, seed=1 if model_type == "vit" else 2)
   state = {k: v.detach().numpy() for k, v in hf.state_dict().items()}
@@ -124,9 +125,13 @@ def test_bad_pixel_values(case, shape, match):
     case["module"].apply({"params": case["params"]}, jnp.zeros(shape, jnp.float32))
 
 
-def test_qkv_bias_false_is_rejected():
-  with pytest.raises(ValueError, match="qkv_bias"):
-    vit.block_config(vit.ViTConfig(qkv_bias=False))
+def test_qkv_bias_false_has_no_projection_biases():
+  module = registry.encoder_module(vit.ViTConfig(**TINY, qkv_bias=False), jnp.float32)
+  pix = jnp.zeros((1, 3, 32, 32), jnp.float32)
+  attn = jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), pix))["params"]
+  attn = attn["encoder"]["layers_0"]["self_attn"]
+  assert all(set(attn[p]) == {"kernel"} for p in ("query", "key", "value"))
+  assert set(attn["out"]) == {"kernel", "bias"}
 
 
 def test_vision_encoder_in_the_text_composite_names_the_vision_class():

@@ -163,6 +163,9 @@ class BlockConfig:
   scale_attention: bool = True  # divide scores by sqrt(head_dim)
   scale_by_inverse_layer_idx: bool = False  # GPT-2 option: extra 1 / (layer_idx + 1)
   init_std: float = 0.02
+  # (query, key, value) projection biases: ViT with qkv_bias=False (TrOCR-base) has none, BEiT's
+  # key has none.
+  qkv_bias: tuple[bool, bool, bool] = (True, True, True)
 
   @property
   def head_dim(self) -> int:
@@ -223,13 +226,16 @@ class Attention(nn.Module):
     cfg = self.config
     heads, head_dim = cfg.num_heads, cfg.head_dim
 
-    def proj(name):
-      return nn.DenseGeneral((heads, head_dim), axis=-1, dtype=self.dtype, param_dtype=jnp.float32,
+    def proj(name, use_bias):
+      return nn.DenseGeneral((heads, head_dim), axis=-1, use_bias=use_bias, dtype=self.dtype,
+                             param_dtype=jnp.float32,
                              kernel_init=normal_init(cfg.init_std, ("embed", "heads", "kv")),
                              bias_init=zeros_init(("heads", "kv")),
                              name=name)
 
-    self.query, self.key, self.value = proj("query"), proj("key"), proj("value")
+    q_bias, k_bias, v_bias = cfg.qkv_bias
+    self.query, self.key, self.value = (proj("query", q_bias), proj("key", k_bias),
+                                        proj("value", v_bias))
     self.out = nn.DenseGeneral(cfg.hidden_size, axis=(-2, -1), dtype=self.dtype,
                                param_dtype=jnp.float32,
                                kernel_init=normal_init(cfg.init_std, ("heads", "kv", "embed")),

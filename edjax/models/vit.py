@@ -21,7 +21,7 @@ import numpy as np
 
 from edjax import convert
 from edjax.convert import identity, linear_rules, norm_rules, oihw_to_hwio, rule
-from edjax.model_configs import ConfigError, HFConfig, HFLayerNames
+from edjax.model_configs import HFConfig, HFLayerNames
 from edjax.models import layers, registry
 from edjax.models.outputs import ModelOutput
 
@@ -102,16 +102,13 @@ class DeiTConfig(ViTConfig):
 
 
 def block_config(config: ViTConfig) -> layers.BlockConfig:
-  if not config.qkv_bias:
-    raise ConfigError("qkv_bias=False is not supported: edjax's attention always has q/k/v "
-                      "biases (set qkv_bias=True)")
   return layers.BlockConfig(
       hidden_size=config.hidden_size, num_heads=config.num_attention_heads,
       intermediate_size=config.intermediate_size, activation=config.hidden_act,
       layer_norm_eps=config.layer_norm_eps, pre_layer_norm=True,
       cross_attention=False, dropout_rate=config.hidden_dropout_prob,
       attention_dropout_rate=config.attention_probs_dropout_prob,
-      init_std=config.initializer_range)
+      init_std=config.initializer_range, qkv_bias=(config.qkv_bias,) * 3)
 
 
 def check_pixel_values(config: ViTConfig, pixel_values: Array) -> None:
@@ -222,7 +219,7 @@ def encoder_rules(config: ViTConfig, hf: str, flax: str) -> list[convert.Rule]:
   for i in range(config.num_hidden_layers):
     src, dst = f"{hf}encoder.layer.{i}", f"{flax}encoder/layers_{i}"
     rules += convert.attention_rules(f"{src}.attention.attention", f"{src}.attention.output.dense",
-                                     f"{dst}/self_attn", h)
+                                     f"{dst}/self_attn", h, qkv_bias=(config.qkv_bias,) * 3)
     rules += norm_rules(f"{src}.layernorm_before", f"{dst}/self_attn_norm")
     rules += norm_rules(f"{src}.layernorm_after", f"{dst}/mlp_norm")
     rules += linear_rules(f"{src}.intermediate.dense", f"{dst}/mlp/fc_in")

@@ -523,11 +523,11 @@ def generate(model, params, input_ids=None, attention_mask=None, pixel_values=No
       raise ValueError("pass pixel_values (vision encoders) or input_ids (text encoders), not both")
     inputs = {"pixel_values": pixel_values if isinstance(pixel_values, jax.Array)
               else np.asarray(pixel_values, np.float32)}
-    model._check_inputs(inputs)  # a text model, or NCHW / image-size mistakes: clear errors
+    model.check_inputs(inputs)  # a text model, or NCHW / image-size mistakes: clear errors
   else:
     if input_ids is None:
       raise ValueError("generate needs input_ids (text encoders) or pixel_values (vision encoders)")
-    model._check_inputs({"input_ids": input_ids})  # ids in range / length, before padding
+    model.check_inputs({"input_ids": input_ids})  # ids in range / length, before padding
     ids = np.asarray(input_ids) if not isinstance(input_ids, jax.Array) else input_ids
     if ids.ndim != 2:
       raise ValueError(f"input_ids must be [batch, length], got shape {tuple(ids.shape)}")

@@ -309,8 +309,6 @@ class EncoderDecoderModel:
         raise ValueError(f"labels hold ids outside [0, {dec.vocab_size}) other than -100 "
                          f"(e.g. {int(arr[bad][0])}); mask ignored positions with -100")
 
-  _check_inputs = check_inputs  # the name edjax.generation calls (until it reads check_inputs)
-
   METHODS = ("encode", "decode", "cross_kv", "project_encoder_states")  # for `apply(method=...)`
 
   def apply(self, variables: dict, *args, method: str | Callable | None = None, **kwargs):

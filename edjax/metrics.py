@@ -1,4 +1,4 @@
-"""Text-generation metrics over lists of strings: BLEU, SARI, ROUGE, exact match, CER / WER.
+"""Text-generation metrics over lists of strings: BLEU, SARI, ROUGE, exact match, CER / WER, CIDEr.
 
 Every function takes plain Python strings (already detokenized model outputs) and returns floats.
 BLEU, SARI, ROUGE and exact match are on a 0-100 scale; CER and WER keep jiwer's scale, a fraction
@@ -17,12 +17,13 @@ BLEU, SARI, ROUGE and exact match are on a 0-100 scale; CER and WER keep jiwer's
 - `cer` / `wer`: jiwer corpus-level character / word error rate (total edits / reference length),
   one reference per example.
 
-References: one string per example, or (bleu, rouge, exact_match, sari, cider) a list of reference strings
-per example, e.g. the five captions of a COCO image; the two forms may be mixed (a string counts as
-a one-element list).
+References: one string per example, or (bleu, rouge, exact_match, sari, cider) a list of reference
+strings per example, e.g. the five captions of a COCO image; the two forms may be mixed (a string
+counts as a one-element list).
 
-WikiSplit targets separate sentences with ' <::::> '; run `normalize_split_delimiter` on
-predictions, references and sources before scoring (see its docstring).
+WikiSplit targets separate sentences with ' <::::> ' (`edjax.data.wiki_split.DELIMITER`); run
+`normalize_split_delimiter` on predictions, references and sources before scoring (see its
+docstring).
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ import jiwer
 import sacrebleu
 from rouge_score import rouge_scorer
 
-SPLIT_DELIMITER = "<::::>"
 ROUGE_KEYS = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 METRIC_NAMES = ("bleu", "sari", "rouge", "exact_match", "cer", "wer", "cider")
 
@@ -51,7 +51,10 @@ def normalize_split_delimiter(text: str, sep: str = " ") -> str:
   without the surrounding spaces; empty pieces are dropped, and within each piece runs of
   whitespace become one space.
   """
-  pieces = (" ".join(piece.split()) for piece in text.split(SPLIT_DELIMITER))
+  # The delimiter's home is the WikiSplit module; imported here so that `import edjax.metrics`
+  # stays free of the data stack (tfds, tf.data).
+  from edjax.data.wiki_split import MARK
+  pieces = (" ".join(piece.split()) for piece in text.split(MARK))
   return sep.join(piece for piece in pieces if piece)
 
 

@@ -14,13 +14,14 @@ The registry (`registry`), the stream contracts and shared helpers (`streams`), 
 are model I/O rather than data, live in `edjax.processing`.
 """
 
-from edjax.data import registry, streams
+from edjax.data import registry, streams  # noqa: F401  (edjax.data.streams.EvalSet, ...)
 from edjax.data.registry import (DATASETS, DatasetSpec, build_dataset, build_eval_set, get_config,
                                  modality, register_dataset)
 from edjax.data.streams import EvalSet, IndexedStream, Rows, TrainStream
 
 # Each dataset module registers its datasets on import.
-from edjax.data import pipeline, wiki_split, summarization, vision_pipeline, ocr, coco_captions  # noqa: E402,F401,I001
+from edjax.data import (coco_captions, ocr, pipeline, summarization,  # noqa: E402,F401
+                        vision_pipeline, wiki_split)
 
 __all__ = ["DATASETS", "DatasetSpec", "EvalSet", "IndexedStream", "Rows", "TrainStream",
            "build_dataset", "build_eval_set", "get_config", "modality", "register_dataset"]

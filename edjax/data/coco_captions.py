@@ -473,10 +473,10 @@ def build_coco_captions(data_config, image_processor: ImageProcessor,
                         process_count: int = 1) -> tuple[CocoTrainStream, CocoEvalSet]:
   """This host's `CocoTrainStream` and the `CocoEvalSet` (the same on every host).
 
-  data_config keys: `DEFAULTS` (encoder_tokenizer is ignored). Raises ValueError for a bad config and FileNotFoundError
-  when the tfds data is not prepared (naming the data_dir and the `tfds build` command). The eval
-  subset is read first (fail fast); the training stream opens its first tf.data reader lazily, at
-  the first `batch`.
+  data_config keys: `DEFAULTS` (encoder_tokenizer is ignored). Raises ValueError for a bad config
+  and FileNotFoundError when the tfds data is not prepared (naming the data_dir and the `tfds
+  build` command). The eval subset is read first (fail fast); the training stream opens its first
+  tf.data reader lazily, at the first `batch`.
   """
   _check_name(data_config)
   check_sharding(global_batch_size, process_index, process_count)

@@ -288,8 +288,8 @@ def render(text: str, params: RenderParams, height: int = 32, width: int = 128) 
 class RenderedOCR:
   """Text lines and their renders: example i is a pure function of (seed, split, i).
 
-  `image(i)` renders on demand (nothing cached): about 0.5 ms per 32 x 128 image on one CPU
-  core. `fonts` is a tuple of file names in `font_dir()`.
+  `image(i)` renders on demand (nothing cached). `fonts` is a tuple of file names in
+  `font_dir()`.
   """
 
   def __init__(self, lines: Sequence[str], *, seed: int = 0, split: str = "train",

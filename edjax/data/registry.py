@@ -100,7 +100,7 @@ def _name(data_config) -> str:
 
 
 def check_inputs(spec: DatasetSpec, encoder_tokenizer, decoder_tokenizer, image_processor) -> None:
-  """Raises ValueError unless the tokenizers / image processor that `spec`'s modality needs are given."""
+  """Raises ValueError unless the tokenizers / image processor `spec`'s modality needs are given."""
   if decoder_tokenizer is None:
     raise ValueError(f"dataset {spec.name!r} needs decoder_tokenizer (the labels' tokenizer)")
   if spec.modality == "text" and encoder_tokenizer is None:

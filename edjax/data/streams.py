@@ -78,7 +78,7 @@ def base_name(name: str) -> str:
 
 def check_sharding(batch_size: int, process_index: int, process_count: int,
                    what: str = "global_batch_size") -> None:
-  """Raises ValueError unless every one of process_count hosts gets batch_size / process_count rows."""
+  """Raises ValueError unless each of process_count hosts gets batch_size / process_count rows."""
   if process_count < 1 or not 0 <= process_index < process_count:
     raise ValueError(f"process_index {process_index} is not in [0, process_count={process_count})")
   if batch_size < 1:

@@ -143,9 +143,10 @@ def load_wiki_split(split: str, data_dir: str | None = None, *,
   """(source, target) pairs of a WikiSplit split, target = `target_text` of column 2.
 
   Reads ``<data_dir>/<split>.tsv`` directly when it exists (data_dir defaults to
-  `resources.wiki_split_dir()`); otherwise (e.g. the 1M-pair train split on a machine with internet) prepares the tfds builder
-  into `tfds_data_dir` (default: $TFDS_DATA_DIR or ~/tensorflow_datasets), downloading the public
-  files, and reads it from there. Both paths give the same rows in the same (file) order.
+  `resources.wiki_split_dir()`); otherwise (e.g. the 1M-pair train split on a machine with
+  internet) prepares the tfds builder into `tfds_data_dir` (default: $TFDS_DATA_DIR or
+  ~/tensorflow_datasets), downloading the public files, and reads it from there. Both paths give
+  the same rows in the same (file) order.
   """
   _check_split(split)
   directory = data_dir or resources.wiki_split_dir()

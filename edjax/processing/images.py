@@ -29,13 +29,10 @@ wants; convert with `(np.clip(x, 0, 1) * 255).round().astype(np.uint8)` instead.
 
 The tf.data path (`tf_preprocess`) gives the same numbers (tests: max abs difference 0 against
 transformers). Its resize calls the same PIL resize through `tf.numpy_function`, because
-`tf.image.resize` is not PIL: with antialias=True and rounding to uint8 it differs from PIL by up to
-1 (bilinear), 5 (bicubic), 9 (lanczos3) and 209 (nearest: other sampling positions) uint8 levels
-on grace_hopper.jpg resized to 224x224 (measured), i.e. up to 0.04 (bicubic) after ViT's
-normalisation. Crop, rescale, normalisation and the transposition are TensorFlow ops.
+`tf.image.resize` is not PIL (other filters and sampling positions: README has the measured
+differences). Crop, rescale, normalisation and the transposition are TensorFlow ops.
 JPEG decoding: `tf_decode_image` decodes with dct_method="INTEGER_ACCURATE", which equals PIL's
-decoder (tests); TensorFlow's default ("" = INTEGER_FAST here) differs by up to 6 levels on
-grace_hopper.jpg.
+decoder (tests); TensorFlow's default (INTEGER_FAST) does not.
 
 Configs: `image_processor_type` "ViTImageProcessor" / "DeiTImageProcessor" (their "...Fast" names
 are read as the slow processor, like `AutoImageProcessor.from_pretrained(path, use_fast=False)`),
@@ -49,11 +46,12 @@ import dataclasses
 import json
 import math
 import os
-import tempfile
 from typing import Any, Mapping
 
 import numpy as np
 import PIL.Image
+
+from edjax import fileio
 
 CONFIG_NAME = "preprocessor_config.json"
 IMAGENET_STANDARD_MEAN = (0.5, 0.5, 0.5)
@@ -264,18 +262,8 @@ class ImageProcessor:
 
   def save(self, directory: str) -> str:
     """Writes `directory`/preprocessor_config.json atomically; returns its path."""
-    os.makedirs(directory, exist_ok=True)
-    path = os.path.join(directory, CONFIG_NAME)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{CONFIG_NAME}.", suffix=".tmp")
-    try:
-      with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
-      os.replace(tmp, path)
-    except BaseException:
-      if os.path.exists(tmp):
-        os.remove(tmp)
-      raise
-    return path
+    return fileio.atomic_write(os.path.join(directory, CONFIG_NAME),
+                               json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
 
   # --------------------------------------------------------------------------- numpy path
 

@@ -328,3 +328,49 @@ def test_clear_errors(tmp_path, tok):
     streams.IndexedStream(pipeline.Tokenized(np.zeros((2, 2)), np.ones(2, np.int32),
                                             np.zeros((2, 2)), np.ones(2, np.int32)),
                          global_batch_size=2, seed=0).batch(-1)
+
+
+# ----------------------------------------------------------------------------- registry
+
+
+def test_registry_names_modalities_and_defaults():
+  assert sorted(edjax.data.DATASETS) == ["cnn_dailymail", "coco_captions", "rendered_ocr", "tsv",
+                                         "wiki_split", "xsum"]
+  assert {n: edjax.data.modality(n) for n in edjax.data.DATASETS} == {
+      "wiki_split": "text", "tsv": "text", "cnn_dailymail": "text", "xsum": "text",
+      "rendered_ocr": "image", "coco_captions": "image"}
+  assert edjax.data.modality("cnn_dailymail:3.4.0") == "text"
+  assert edjax.data.modality("coco_captions/2014") == "image"
+  for name, spec in edjax.data.DATASETS.items():
+    cfg = edjax.data.get_config(name)
+    assert cfg.name == name and {k: cfg[k] for k in spec.defaults} == dict(spec.defaults)
+  wiki = edjax.data.get_config("wiki_split")
+  assert (wiki.max_source_length, wiki.train_splits, wiki.eval_split) == (128, ("tune", "validation"),
+                                                                         "test")
+  assert edjax.data.get_config("xsum").eval_split == "validation"
+  with pytest.raises(ValueError, match="unknown dataset name 'squad'"):
+    edjax.data.modality("squad")
+
+
+def test_build_dataset_checks_its_inputs(tok):
+  with pytest.raises(ValueError, match="needs encoder_tokenizer"):
+    edjax.data.build_dataset(_cfg(), decoder_tokenizer=tok, global_batch_size=8, seed=0)
+  with pytest.raises(ValueError, match="needs image_processor"):
+    edjax.data.build_dataset(edjax.data.get_config("rendered_ocr"), decoder_tokenizer=tok,
+                             global_batch_size=8, seed=0)
+  with pytest.raises(ValueError, match="data.name is not set"):
+    edjax.data.build_dataset(ml_collections.ConfigDict(dict(eval_examples=3)),
+                             encoder_tokenizer=tok, decoder_tokenizer=tok, global_batch_size=8,
+                             seed=0)
+
+
+def test_streams_declare_their_contract(wiki, tok):
+  stream, ev = wiki
+  assert stream.random_access is True and isinstance(stream, streams.TrainStream)
+  assert isinstance(stream.data, streams.Rows) and isinstance(ev, streams.EvalSet)
+  from edjax.data import coco_captions
+  assert coco_captions.CocoTrainStream.random_access is False
+  alone = edjax.data.build_eval_set(_cfg(eval_examples=50), encoder_tokenizer=tok,
+                                    decoder_tokenizer=tok)
+  assert alone.examples == ev.examples and alone.references == ev.references
+  np.testing.assert_array_equal(next(alone.batches(8))["labels"], next(ev.batches(8))["labels"])

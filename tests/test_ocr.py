@@ -346,3 +346,16 @@ def test_character_targets_need_a_wordpiece_vocabulary():
   bpe = Tokenizer(tokenizers.Tokenizer(tokenizers.models.BPE()), {})
   with pytest.raises(ValueError, match="WordPiece"):
     bpe.char_pieces("abc")
+
+
+def test_registry_builds_rendered_ocr(tok, built):
+  stream, eval_set = edjax.data.build_dataset(_cfg(), decoder_tokenizer=tok,
+                                              image_processor=_processor, global_batch_size=8,
+                                              seed=0)
+  assert stream.random_access is True
+  for k, v in built[0].batch(3).items():
+    np.testing.assert_array_equal(stream.batch(3)[k], v)
+  alone = edjax.data.build_eval_set(_cfg(), decoder_tokenizer=tok, image_processor=_processor)
+  assert alone.examples == eval_set.examples == built[1].examples
+  np.testing.assert_array_equal(next(alone.batches(4))["pixel_values"],
+                                next(eval_set.batches(4))["pixel_values"])

@@ -105,7 +105,7 @@ def _oracle(tokenizer, splits=("train", "restval")):
   label rows of each of its captions."""
   records = [r for s in splits for r in _records(s)]
   pixels = PROCESSOR([images_lib.decode_image(r["image"]) for r in records])
-  labels = [coco_captions._labels(tokenizer, [coco_captions.normalize_caption(c) for c in
+  labels = [coco_captions.caption_labels(tokenizer, [coco_captions.normalize_caption(c) for c in
                                               r["captions"]["text"]], MAX_LEN)["labels"]
             for r in records]
   return records, pixels, labels
@@ -195,7 +195,7 @@ def test_eval_set(mock_coco, tokenizer):
   got = np.concatenate([batches[0]["pixel_values"], batches[1]["pixel_values"][:1]])
   assert got.dtype == np.float32 and got.shape == (5, 3, 32, 32)
   assert np.abs(got - expected).max() <= 1e-5
-  first = coco_captions._labels(tokenizer, [e[1] for e in eval_set.examples], MAX_LEN)
+  first = coco_captions.caption_labels(tokenizer, [e[1] for e in eval_set.examples], MAX_LEN)
   np.testing.assert_array_equal(np.concatenate([batches[0]["labels"], batches[1]["labels"][:1]]),
                                 first["labels"])
 

@@ -117,7 +117,8 @@ def normalize_caption(text: str | bytes) -> str:
   return " ".join(text.split())
 
 
-def _labels(tokenizer: Tokenizer, texts: Sequence[str], max_length: int) -> dict[str, np.ndarray]:
+def caption_labels(tokenizer: Tokenizer, texts: Sequence[str],
+                   max_length: int) -> dict[str, np.ndarray]:
   """labels / decoder_attention_mask int32 [len(texts), max_length] (as pipeline.Tokenized.rows)."""
   ids, mask = tokenizer.encode_targets(list(texts), max_length, pad_to=max_length)
   return {"labels": np.where(mask > 0, ids, IGNORE_INDEX).astype(np.int32),
@@ -345,7 +346,7 @@ class CocoTrainStream:
         self._end_epoch()
     captions = [normalize_caption(c) for c in rows["caption"]]
     batch = {"pixel_values": rows["pixel_values"],
-             **_labels(self.tokenizer, captions, self.max_target_length)}
+             **caption_labels(self.tokenizer, captions, self.max_target_length)}
     self._next_step = step + 1
     self._last = (step, batch)
     return dict(batch)
@@ -392,7 +393,7 @@ class CocoEvalSet(EvalSet):
       raise ValueError(f"{len(image_ids)} ids, {len(captions)} caption lists, {len(images)} images")
     if any(not caps for caps in captions):
       raise ValueError("every eval image needs at least one caption")
-    targets = _labels(tokenizer, [caps[0] for caps in captions], max_target_length)
+    targets = caption_labels(tokenizer, [caps[0] for caps in captions], max_target_length)
     super().__init__([(str(int(i)), caps[0]) for i, caps in zip(image_ids, captions)],
                      _CocoEvalRows(images, processor, targets),
                      references=[list(caps) for caps in captions], process_index=process_index,

@@ -48,7 +48,7 @@ from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from edjax import fileio, resources
 from edjax.data import pipeline, registry, vision_pipeline
-from edjax.data.streams import EvalSet, IndexedStream, config_value
+from edjax.data.streams import EvalSet, IndexedStream, config_value, positive_int
 
 FONT_FILES = ("DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSerif.ttf", "DejaVuSansMono.ttf")
 SPLITS = {"train": 0, "eval": 1}  # the split's stream id in the render seed
@@ -412,9 +412,9 @@ _MINIMUMS = dict(num_train=1, eval_examples=1, image_height=16, image_width=32, 
 
 def _read_config(data_config) -> dict:
   """The checked settings of a ``rendered_ocr`` data config (missing / None / "" = DEFAULTS)."""
-  out = {k: vision_pipeline.positive_int(data_config, k, DEFAULTS[k], minimum)
+  out = {k: positive_int(data_config, k, DEFAULTS[k], minimum)
          for k, minimum in _MINIMUMS.items()}
-  out["render_seed"] = vision_pipeline.positive_int(data_config, "render_seed", 0, minimum=0)
+  out["render_seed"] = positive_int(data_config, "render_seed", DEFAULTS["render_seed"], minimum=0)
   out["data_dir"] = config_value(data_config, "data_dir", None)
   units = config_value(data_config, "target_units", DEFAULTS["target_units"])
   if units not in ("subwords", "characters"):

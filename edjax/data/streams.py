@@ -71,6 +71,14 @@ def config_value(cfg, key: str, default):
   return value
 
 
+def positive_int(cfg, key: str, default: int, minimum: int = 1) -> int:
+  """config_value(cfg, key, default) checked to be an integer >= minimum (ValueError otherwise)."""
+  value = config_value(cfg, key, default)
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+    raise ValueError(f"data.{key} must be an integer >= {minimum}, got {value!r}")
+  return int(value)
+
+
 def base_name(name: str) -> str:
   """A dataset name without its tfds config / version: 'cnn_dailymail:3.4.0' -> 'cnn_dailymail'."""
   return name.split(":")[0].split("/")[0]

@@ -109,14 +109,6 @@ def tokenize_targets(texts: Sequence[str], tokenizer: Tokenizer, max_target_leng
   return ids.astype(np.int32), lengths
 
 
-def positive_int(cfg, key: str, default: int, minimum: int = 1) -> int:
-  """cfg[key] (missing / None / "" = default) checked to be an integer >= minimum."""
-  value = config_value(cfg, key, default)
-  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-    raise ValueError(f"data.{key} must be an integer >= {minimum}, got {value!r}")
-  return int(value)
-
-
 def build_vision(data_config, image_processor: ImageProcessor, decoder_tokenizer: Tokenizer, *,
                  global_batch_size: int, seed: int, process_index: int = 0,
                  process_count: int = 1):

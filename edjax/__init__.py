@@ -1,6 +1,7 @@
 """edjax: warm-started encoder-decoder models in JAX (the public API)."""
 
 from edjax.model_configs import ConfigError, EncoderDecoderConfig, VisionEncoderDecoderConfig
+from edjax.models.bart import BartConfig, MBartConfig
 from edjax.models.bert import BertConfig, RobertaConfig
 from edjax.models.gpt2 import GPT2Config
 from edjax.models.trocr import TrOCRConfig
@@ -13,7 +14,7 @@ from edjax.pretrained import (export_params, from_config, from_encoder_decoder_p
                               from_pretrained, save_pretrained)
 
 __all__ = [
-    "BertConfig", "RobertaConfig", "GPT2Config", "ViTConfig", "DeiTConfig", "TrOCRConfig",
+    "BertConfig", "RobertaConfig", "BartConfig", "MBartConfig", "GPT2Config", "ViTConfig", "DeiTConfig", "TrOCRConfig",
     "EncoderDecoderConfig", "VisionEncoderDecoderConfig", "EncoderDecoderModel",
     "VisionEncoderDecoderModel", "ConfigError", "CheckpointError", "from_pretrained",
     "from_encoder_decoder_pretrained", "from_config", "save_pretrained", "export_params",

@@ -1,8 +1,9 @@
 """VisionEncoderDecoderModel parity: edjax vs transformers 4.57.6 PyTorch on tiny random models.
 
 ViT -> BERT, ViT -> GPT-2 (non-square images, enc_to_dec_proj), ViT -> RoBERTa, DeiT -> TrOCR
-(learned positions, scaled embeddings, cross_attention_hidden_size) and DeiT -> TrOCR with
-sinusoidal positions and an untied output projection. Each HF model (every weight seeded noise) is
+(learned positions, scaled embeddings, cross_attention_hidden_size), DeiT -> TrOCR with
+sinusoidal positions and an untied output projection, ViT(qkv_bias=False) -> TrOCR (TrOCR-base's
+shape), ViT -> MBart (Donut's decoder; enc_to_dec_proj) and DeiT -> BART. Each HF model (every weight seeded noise) is
 saved with `save_pretrained`, loaded with `edjax.from_pretrained`, and both run on the same NCHW
 pixel_values: logits <= 1e-4, identical greedy and beam sequences, and the export round trip.
 The reference loss is computed by hand: transformers 4.57's VisionEncoderDecoderModel shifts
@@ -30,9 +31,11 @@ DEC_LENGTHS = (TGT_LEN, TGT_LEN - 2, 2)
 
 
 def _vision_config(kind: str, image_size, hidden: int = 32):
-  cls = transformers.ViTConfig if kind == "vit" else transformers.DeiTConfig
+  """kind: 'vit', 'deit' or 'vit-noqkv' (ViT with qkv_bias=False, TrOCR-base's encoder)."""
+  cls = transformers.DeiTConfig if kind == "deit" else transformers.ViTConfig
+  extra = dict(qkv_bias=False) if kind == "vit-noqkv" else {}
   return cls(image_size=image_size, patch_size=8, num_channels=3, hidden_size=hidden,
-             num_hidden_layers=2, num_attention_heads=4, intermediate_size=37)
+             num_hidden_layers=2, num_attention_heads=4, intermediate_size=37, **extra)
 
 
 def _decoder_config(kind: str, hidden: int, enc_hidden: int, **overrides):
@@ -56,6 +59,12 @@ def _decoder_config(kind: str, hidden: int, enc_hidden: int, **overrides):
                                    scale_embedding=True, pad_token_id=PAD, bos_token_id=START,
                                    eos_token_id=EOS, decoder_start_token_id=START,
                                    activation_function="relu", **common)
+  elif kind in ("bart", "mbart"):  # encoder_layers = decoder_layers: HF sizes its cache by it
+    cls = transformers.BartConfig if kind == "bart" else transformers.MBartConfig
+    cfg = cls(vocab_size=99, d_model=hidden, decoder_layers=2, encoder_layers=2,
+              decoder_attention_heads=4, decoder_ffn_dim=37, max_position_embeddings=64,
+              scale_embedding=True, pad_token_id=PAD, bos_token_id=START, eos_token_id=EOS,
+              decoder_start_token_id=START, forced_eos_token_id=None, **common)
   else:
     raise ValueError(kind)
   for k, v in overrides.items():
@@ -72,6 +81,9 @@ CASES = {
     "deit2trocr-sinusoidal": ("deit", 32, 32, "trocr", 48,
                               dict(use_learned_position_embeddings=False, layernorm_embedding=False,
                                    scale_embedding=False, tie_word_embeddings=False), 6.0),
+    "vit-noqkv2trocr": ("vit-noqkv", 32, 32, "trocr", 48, {}, 6.0),
+    "vit2mbart-proj": ("vit", 32, 32, "mbart", 48, {}, 6.0),
+    "deit2bart": ("deit", 32, 32, "bart", 32, {}, 6.0),
 }
 
 
@@ -95,6 +107,12 @@ def _boost_eos(hf, amount: float) -> None:
       dec.lm_head.bias[EOS] += amount
     elif hasattr(dec, "transformer"):  # GPT-2: tied, bias-free head
       emb, ln = dec.transformer.wte.weight, dec.transformer.ln_f.bias
+      emb[EOS] = emb[EOS] + amount * ln / ln.norm()
+    elif hasattr(dec, "lm_head"):  # BART / MBart: tied, bias-free head after a LayerNorm
+      body = dec.model.decoder
+      ln = getattr(body, "layer_norm", None) or body.layers[-1].final_layer_norm  # MBart : BART
+      ln = ln.bias
+      emb = dec.lm_head.weight
       emb[EOS] = emb[EOS] + amount * ln / ln.norm()
     else:  # TrOCR: the head reads the last layer's final_layer_norm output
       ln = dec.model.decoder.layers[-1].final_layer_norm.bias
@@ -137,7 +155,7 @@ def _inputs(model, seed: int = 0):
 def test_logits_and_loss_match_transformers(name):
   hf, model, params, _ = built(name)
   assert isinstance(model, edjax.VisionEncoderDecoderModel)
-  assert model.config.needs_enc_to_dec_proj == (name == "vit2gpt2-proj")
+  assert model.config.needs_enc_to_dec_proj == name.endswith("-proj")
   pixels, labels, dec_in, dec_mask = _inputs(model)
   with torch.no_grad():
     ref = hf(pixel_values=torch.tensor(pixels), decoder_input_ids=torch.tensor(dec_in),

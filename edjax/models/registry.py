@@ -28,6 +28,7 @@ FAMILIES = (
     "edjax.models.gpt2",  # gpt2
     "edjax.models.vit",  # vit, deit
     "edjax.models.trocr",  # trocr
+    "edjax.models.bart",  # bart, mbart
 )
 
 Rules = Callable[[Any, str, str], list]  # (config, hf_prefix 'x.', flax_prefix 'x/') -> [Rule]

@@ -62,6 +62,10 @@ class TrOCRConfig(HFConfig):
   extra: tuple = ()
 
   layer_norm_eps: ClassVar[float] = 1e-5  # torch.nn.LayerNorm's default, used by TrOCR
+  # Block order, read by TrOCRDecoder (shared with the BART family, edjax/models/bart.py):
+  # post-LN layers and no LayerNorm after the last one.
+  pre_layer_norm: ClassVar[bool] = False
+  final_layer_norm: ClassVar[bool] = False
 
   @property
   def hidden_size(self) -> int:
@@ -99,7 +103,7 @@ def block_config(config: TrOCRConfig) -> layers.BlockConfig:
   return layers.BlockConfig(
       hidden_size=config.d_model, num_heads=config.decoder_attention_heads,
       intermediate_size=config.decoder_ffn_dim, activation=config.activation_function,
-      layer_norm_eps=config.layer_norm_eps, pre_layer_norm=False,
+      layer_norm_eps=config.layer_norm_eps, pre_layer_norm=config.pre_layer_norm,
       cross_attention=config.add_cross_attention, dropout_rate=config.dropout,
       attention_dropout_rate=config.attention_dropout,
       activation_dropout_rate=config.activation_dropout, init_std=config.init_std)
@@ -119,7 +123,11 @@ def sinusoidal_table(num_positions: int, dim: int, padding_idx: int | None) -> n
 
 
 class TrOCRDecoder(nn.Module):
-  """transformers.TrOCRDecoder: embeddings (+ positions, + optional LayerNorm), post-LN layers."""
+  """transformers.TrOCRDecoder: embeddings (+ positions, + optional LayerNorm), post-LN layers.
+
+  Also the body of BART / MBart's causal decoders (their configs set `pre_layer_norm` and
+  `final_layer_norm`, the final LayerNorm named `layer_norm` as in MBartDecoder).
+  """
 
   config: TrOCRConfig
   dtype: jnp.dtype = jnp.float32
@@ -134,6 +142,8 @@ class TrOCRDecoder(nn.Module):
       self.layernorm_embedding = layers.layer_norm(cfg.layer_norm_eps, self.dtype)
     self.dropout = nn.Dropout(cfg.dropout)
     self.layers = layers.TransformerStack(block_config(cfg), cfg.decoder_layers, self.dtype)
+    if cfg.final_layer_norm:
+      self.layer_norm = layers.layer_norm(cfg.layer_norm_eps, self.dtype)
 
   def cross_kv(self, encoder_hidden: Array):
     return self.layers.cross_kv(encoder_hidden)
@@ -171,6 +181,10 @@ class TrOCRDecoder(nn.Module):
         cross_kv=cross_kv, encoder_attention_mask=encoder_attention_mask, decode=decode,
         deterministic=deterministic, output_hidden_states=output_hidden_states,
         output_attentions=output_attentions)
+    if cfg.final_layer_norm:
+      x = self.layer_norm(x)
+      if output_hidden_states:  # HF reports the last state after the final LayerNorm
+        hidden_states = hidden_states[:-1] + (x,)
     return ModelOutput(last_hidden_state=x, hidden_states=hidden_states, attentions=attentions,
                        cross_attentions=cross_attentions)
 
@@ -207,8 +221,8 @@ class TrOCRForCausalLM(layers.CausalLM):
 # ----------------------------------------------------------------------------- HF conversion
 
 
-def decoder_rules(config: TrOCRConfig, hf: str, flax: str) -> list[convert.Rule]:
-  """TrOCRForCausalLM: `model.decoder` (BART-style names, post-LN) + `output_projection`."""
+def decoder_body_rules(config, hf: str, flax: str) -> list[convert.Rule]:
+  """TrOCRDecoder / BartDecoder / MBartDecoder under `{hf}model.decoder` (BART-style names)."""
   h = config.decoder_attention_heads
   src_root, dst_root = f"{hf}model.decoder", f"{flax}model/decoder"
   rules = [rule(f"{src_root}.embed_tokens.weight", f"{dst_root}/embed_tokens/embedding", identity())]
@@ -230,6 +244,14 @@ def decoder_rules(config: TrOCRConfig, hf: str, flax: str) -> list[convert.Rule]
     rules += linear_rules(f"{src}.fc1", f"{dst}/mlp/fc_in")
     rules += linear_rules(f"{src}.fc2", f"{dst}/mlp/fc_out")
     rules += norm_rules(f"{src}.final_layer_norm", f"{dst}/mlp_norm")
+  if config.final_layer_norm:
+    rules += norm_rules(f"{src_root}.layer_norm", f"{dst_root}/layer_norm")
+  return rules
+
+
+def decoder_rules(config: TrOCRConfig, hf: str, flax: str) -> list[convert.Rule]:
+  """TrOCRForCausalLM: `model.decoder` + `output_projection` (untied only)."""
+  rules = decoder_body_rules(config, hf, flax)
   if not config.tie_word_embeddings:
     rules.append(rule(f"{hf}output_projection.weight", f"{flax}output_projection/kernel", linear()))
   return rules

@@ -11,7 +11,7 @@ TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermed
 
 def tiny_hf_config(model_type: str, hidden: int = 32, vocab: int = 99, decoder: bool = False,
                    **overrides):
-  """A small transformers config of `model_type` ('bert' | 'roberta' | 'gpt2')."""
+  """A small transformers config of `model_type` ('bert' | 'roberta' | 'gpt2' | 'bart' | 'mbart')."""
   extra = dict(is_decoder=True, add_cross_attention=True) if decoder else {}
   if model_type == "bert":
     cfg = transformers.BertConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=2,
@@ -25,6 +25,12 @@ def tiny_hf_config(model_type: str, hidden: int = 32, vocab: int = 99, decoder: 
     cfg = transformers.GPT2Config(vocab_size=vocab, n_embd=hidden, n_layer=2, n_head=4,
                                   n_positions=64, bos_token_id=vocab - 1, eos_token_id=vocab - 1,
                                   pad_token_id=0, **extra)
+  elif model_type in ("bart", "mbart"):
+    cls = transformers.BartConfig if model_type == "bart" else transformers.MBartConfig
+    cfg = cls(vocab_size=vocab, d_model=hidden, decoder_layers=2, decoder_attention_heads=4,
+              decoder_ffn_dim=37, encoder_layers=2, encoder_attention_heads=4, encoder_ffn_dim=37,
+              max_position_embeddings=64, **extra)  # encoder_layers = decoder_layers: HF sizes
+    # its decode cache by num_hidden_layers, which BartConfig aliases to encoder_layers
   else:
     raise ValueError(model_type)
   for k, v in overrides.items():

@@ -14,7 +14,8 @@ from edjax.pretrained import (export_params, from_config, from_encoder_decoder_p
                               from_pretrained, save_pretrained)
 
 __all__ = [
-    "BertConfig", "RobertaConfig", "BartConfig", "MBartConfig", "GPT2Config", "ViTConfig", "DeiTConfig", "TrOCRConfig",
+    "BertConfig", "RobertaConfig", "BartConfig", "MBartConfig", "GPT2Config", "ViTConfig",
+    "DeiTConfig", "TrOCRConfig",
     "EncoderDecoderConfig", "VisionEncoderDecoderConfig", "EncoderDecoderModel",
     "VisionEncoderDecoderModel", "ConfigError", "CheckpointError", "from_pretrained",
     "from_encoder_decoder_pretrained", "from_config", "save_pretrained", "export_params",

@@ -1,13 +1,13 @@
 """VisionEncoderDecoderModel parity: edjax vs transformers 4.57.6 PyTorch on tiny random models.
 
 ViT -> BERT, ViT -> GPT-2 (non-square images, enc_to_dec_proj), ViT -> RoBERTa, DeiT -> TrOCR
-(learned positions, scaled embeddings, cross_attention_hidden_size), DeiT -> TrOCR with
-sinusoidal positions and an untied output projection, ViT(qkv_bias=False) -> TrOCR (TrOCR-base's
-shape), ViT -> MBart (Donut's decoder; enc_to_dec_proj) and DeiT -> BART. Each HF model (every weight seeded noise) is
-saved with `save_pretrained`, loaded with `edjax.from_pretrained`, and both run on the same NCHW
-pixel_values: logits <= 1e-4, identical greedy and beam sequences, and the export round trip.
-The reference loss is computed by hand: transformers 4.57's VisionEncoderDecoderModel shifts
-the labels a second time inside its loss (huggingface/transformers#40111).
+(learned positions, scaled embeddings, cross_attention_hidden_size), DeiT -> TrOCR with sinusoidal
+positions and an untied output projection, ViT(qkv_bias=False) -> TrOCR (TrOCR-base's shape), ViT ->
+MBart (Donut's decoder; enc_to_dec_proj) and DeiT -> BART. Each HF model (every weight seeded noise)
+is saved with `save_pretrained`, loaded with `edjax.from_pretrained`, and both run on the same NCHW
+pixel_values: logits <= 1e-4, identical greedy and beam sequences, and the export round trip. The
+reference loss is computed by hand: transformers 4.57's VisionEncoderDecoderModel shifts the labels
+a second time inside its loss (huggingface/transformers#40111).
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ import torch
 import transformers
 
 from edjax import model_configs as configs, convert
+from edjax.model_configs import ConfigError
 from edjax.models import registry, vit
 
 TINY = dict(image_size=32, patch_size=8, num_channels=3, hidden_size=32, num_hidden_layers=2,
@@ -145,3 +146,54 @@ def test_vision_encoder_in_the_text_composite_names_the_vision_class():
     edjax.EncoderDecoderModel(cfg)
   with pytest.raises(edjax.ConfigError, match="image encoder"):
     edjax.VisionEncoderDecoderConfig.from_encoder_decoder_configs(cfg.decoder, cfg.decoder)
+
+
+@pytest.mark.parametrize("model_type,size", [("vit", (48, 48)), ("deit", (48, 48)),
+                                             ("vit", (24, 40))])
+def test_interpolated_position_embeddings_equal_transformers(model_type, size):
+  """A 32x32-pretrained encoder at another image size == HF's interpolate_pos_encoding=True."""
+  hf_cfg_cls, hf_model_cls = HF_CLASSES[model_type]
+  torch.manual_seed(0)
+  hf = hf_model_cls(hf_cfg_cls(**TINY)).eval()
+  _randomize(hf, seed=3)
+  state = {k: v.detach().numpy() for k, v in hf.state_dict().items()}
+  cfg = registry.get(model_type).config_class(**{**TINY, "image_size": list(size)})
+  module = registry.encoder_module(cfg, jnp.float32)
+  pix = jnp.zeros((1, 3, *size), jnp.float32)
+  shapes = nn.meta.unbox(jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), pix))["params"])
+  expected = {"/".join(k): tuple(v.shape) for k, v in traverse_util.flatten_dict(shapes).items()}
+  flat, report = convert.hf_to_flax(state, registry.encoder_rules(cfg, "", ""), expected)
+  assert not report.missing and not report.unexpected and not report.mismatched, report.summary()
+  params = traverse_util.unflatten_dict({tuple(k.split("/")): v for k, v in flat.items()})
+  rng = np.random.default_rng(1)
+  pixels = rng.standard_normal((2, 3, *size)).astype(np.float32)
+  with torch.no_grad():
+    ref = hf(pixel_values=torch.from_numpy(pixels), interpolate_pos_encoding=True)
+  out = module.apply({"params": params}, jnp.asarray(pixels))
+  np.testing.assert_allclose(np.asarray(out.last_hidden_state), ref.last_hidden_state.numpy(),
+                             atol=TOL, rtol=0)
+
+
+def test_image_size_not_a_multiple_of_the_patch_is_a_config_error():
+  with pytest.raises(ConfigError, match=r"image_size 30x30 is not a multiple of patch_size 8x8"):
+    vit.ViTConfig(**{**TINY, "image_size": 30})
+
+
+def test_warm_start_at_another_image_size(tmp_path, minilm_dir):
+  """from_encoder_decoder_pretrained(vit_dir, ..., encoder_image_size=48): the 32x32 checkpoint's
+  positions interpolated on load, the encoder equal to HF's interpolate_pos_encoding=True."""
+  import edjax
+  torch.manual_seed(0)
+  hf = transformers.ViTModel(transformers.ViTConfig(**TINY)).eval()
+  _randomize(hf, seed=4)
+  hf.save_pretrained(tmp_path / "vit")
+  model, params = edjax.from_encoder_decoder_pretrained(
+      str(tmp_path / "vit"), minilm_dir, encoder_image_size=48, decoder_start_token_id=101,
+      eos_token_id=102, pad_token_id=0)
+  assert model.config.encoder.image_hw == (48, 48)
+  pixels = np.random.default_rng(2).standard_normal((1, 3, 48, 48)).astype(np.float32)
+  enc = model.apply({"params": params}, pixel_values=pixels, method="encode")
+  with torch.no_grad():
+    ref = hf(pixel_values=torch.from_numpy(pixels), interpolate_pos_encoding=True)
+  np.testing.assert_allclose(np.asarray(enc.last_hidden_state), ref.last_hidden_state.numpy(),
+                             atol=TOL, rtol=0)

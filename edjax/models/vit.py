@@ -5,8 +5,10 @@ final LayerNorm, and a dense + `pooler_act` pooler on token 0. Inputs are `pixel
 [batch, channels, height, width] (NCHW, as HF); the patch projection is a stride-`patch_size`
 `nn.Conv` whose kernel is HWIO (torch's Conv2d weight is OIHW; `convert.oihw_to_hwio` maps it).
 DeiT differs only by a distillation token after [CLS] (and one more position embedding).
-Position-embedding interpolation for other image sizes is not implemented: the image must be
-`image_size` (an int: square, or [height, width] as HF allows).
+Images are `image_size` (an int: square, or [height, width] as HF allows). To fine-tune a
+checkpoint at another size, set the config's image_size (e.g. `from_encoder_decoder_pretrained(
+vit_dir, dec_dir, encoder_image_size=384)`): the pretrained position table is interpolated on
+load, bicubic exactly as HF's `interpolate_pos_encoding=True` computes it on every call.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import numpy as np
 
 from edjax import convert
 from edjax.convert import identity, linear_rules, norm_rules, oihw_to_hwio, rule
-from edjax.model_configs import HFConfig, HFLayerNames
+from edjax.model_configs import ConfigError, HFConfig, HFLayerNames
 from edjax.models import layers, registry
 from edjax.models.outputs import ModelOutput
 
@@ -62,6 +64,10 @@ class ViTConfig(HFLayerNames, HFConfig):
       value = getattr(self, name)
       if isinstance(value, list):
         object.__setattr__(self, name, tuple(value))
+    (h, w), (ph, pw) = self.image_hw, self.patch_hw
+    if h % ph or w % pw:
+      raise ConfigError(f"{self.model_type} image_size {h}x{w} is not a multiple of patch_size "
+                        f"{ph}x{pw}: use an image size that is (e.g. {h // ph * ph}x{w // pw * pw})")
 
   @staticmethod
   def _pair(value) -> tuple[int, int]:
@@ -126,7 +132,8 @@ def check_pixel_values(config: ViTConfig, pixel_values: Array) -> None:
   if shape[2:] != want[1:]:
     raise ValueError(f"pixel_values image size {shape[2]}x{shape[3]} (height x width) does not "
                      f"match the {config.model_type} config's image_size {want[1]}x{want[2]}; "
-                     "resize the images (position-embedding interpolation is not supported)")
+                     "resize the images, or build the model at that size (encoder_image_size=...: "
+                     "the position embeddings are interpolated on load)")
 
 
 class ViTEmbeddings(nn.Module):
@@ -211,7 +218,8 @@ def encoder_rules(config: ViTConfig, hf: str, flax: str) -> list[convert.Rule]:
   if config.num_special_tokens == 2:  # DeiT
     rules.append(rule(f"{emb}.distillation_token", f"{flax}embeddings/distillation_token",
                       identity()))
-  rules += [rule(f"{emb}.position_embeddings", f"{flax}embeddings/position_embeddings", identity()),
+  rules += [rule(f"{emb}.position_embeddings", f"{flax}embeddings/position_embeddings",
+                 position_embedding_hooks(config)),
             rule(f"{emb}.patch_embeddings.projection.weight",
                  f"{flax}embeddings/patch_embeddings/kernel", oihw_to_hwio()),
             rule(f"{emb}.patch_embeddings.projection.bias",
@@ -227,6 +235,59 @@ def encoder_rules(config: ViTConfig, hf: str, flax: str) -> list[convert.Rule]:
   rules += norm_rules(f"{hf}layernorm", f"{flax}layernorm")
   rules += linear_rules(f"{hf}pooler.dense", f"{flax}pooler")
   return rules
+
+
+def bicubic_resize_matrix(in_size: int, out_size: int) -> np.ndarray:
+  """[out_size, in_size] weights of torch's `interpolate(mode='bicubic', align_corners=False)`
+  along one axis (cubic convolution with A = -0.75, edge indices clamped), so that
+  `W @ x` resizes x [in_size, ...] exactly as HF's `interpolate_pos_encoding` does."""
+  a = -0.75
+
+  def near(x):  # |x| <= 1
+    return ((a + 2) * x - (a + 3)) * x * x + 1
+
+  def far(x):  # 1 < |x| < 2
+    return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
+
+  weights = np.zeros((out_size, in_size), np.float64)
+  scale = in_size / out_size
+  for i in range(out_size):
+    src = (i + 0.5) * scale - 0.5
+    base = int(np.floor(src))
+    t = src - base
+    for offset, w in zip((-1, 0, 1, 2), (far(t + 1), near(t), near(1 - t), far(2 - t))):
+      weights[i, min(max(base + offset, 0), in_size - 1)] += w
+  return weights
+
+
+def interpolate_position_embeddings(table: np.ndarray, num_special: int,
+                                    grid: tuple[int, int]) -> np.ndarray:
+  """A pretrained [1, special + n*n, hidden] table -> [1, special + gh*gw, hidden] for a patch
+  grid (gh, gw), bicubic as HF's `interpolate_pos_encoding` (the pretrained grid is square, as
+  HF assumes); the special tokens' rows are kept."""
+  special, patches = table[:, :num_special], table[0, num_special:]  # [n*n, hidden]
+  side = int(round(np.sqrt(patches.shape[0])))
+  if side * side != patches.shape[0]:
+    raise ValueError(f"cannot interpolate {patches.shape[0]} position embeddings: not a square "
+                     "grid (HF interpolates square pretrained grids only)")
+  grid_in = patches.reshape(side, side, -1).astype(np.float64)  # [n, n, hidden]
+  rows, cols = bicubic_resize_matrix(side, grid[0]), bicubic_resize_matrix(side, grid[1])
+  out = np.einsum("hi,ijd,wj->hwd", rows, grid_in, cols)  # [gh, gw, hidden]
+  out = out.reshape(1, grid[0] * grid[1], -1).astype(table.dtype)
+  return np.concatenate([special, out], axis=1)
+
+
+def position_embedding_hooks(config: ViTConfig):
+  """Identity, except that a checkpoint table of another patch grid (an encoder pretrained at
+  224 fine-tuned at `config.image_size`) is interpolated to this config's grid on load."""
+  (h, w), (ph, pw) = config.image_hw, config.patch_hw
+  grid, special = (h // ph, w // pw), config.num_special_tokens
+
+  def to_flax(a):
+    if a.ndim == 3 and a.shape[1] != config.max_positions:
+      a = interpolate_position_embeddings(a, special, grid)
+    return (a,)
+  return to_flax, identity()[1]
 
 
 def _check_inputs(config: ViTConfig, inputs: dict) -> None:

@@ -256,7 +256,7 @@ class Attention(nn.Module):
   @nn.compact  # creates the decode-cache variables
   def __call__(self, hidden: Array, *, mask: Array | None = None, kv: tuple[Array, Array] | None = None,
                kv_source: Array | None = None, decode: bool = False, deterministic: bool = True,
-               causal: bool = False) -> tuple[Array, Array]:
+               causal: bool = False, bias: Array | None = None) -> tuple[Array, Array]:
     """hidden [batch, q_len, embed] -> (out [batch, q_len, embed], probs [batch, heads, q, k]).
 
     mask: bool, broadcastable to [batch, heads, q_len, k_len] (True = attend); in decode mode
@@ -266,6 +266,10 @@ class Attention(nn.Module):
       [batch, max_len, heads, head_dim] and cache_index); the first (init) call sizes the cache
       from `hidden`'s length.
     causal: add the causal mask (self-attention of decoders).
+    bias: an additive fp32 score bias broadcastable to [batch, heads, q_len, k_len], added after
+      the scale together with the mask's bias: a relative-position bias [heads, q, k] (Swin,
+      BEiT) or a per-window one [windows, heads, q, k] (Swin's shifted-window mask); None adds
+      nothing (the scores are then exactly those of a call without it).
     """
     query = self.query(hidden)  # [batch, q_len, heads, head_dim]
     if kv is not None:
@@ -296,7 +300,11 @@ class Attention(nn.Module):
     dropout_rng = None
     if not deterministic and self.config.attention_dropout_rate > 0.0:
       dropout_rng = self.make_rng("dropout")
-    out, probs = dot_product_attention(query, key, value, mask_to_bias(mask), self._scale(),
+    score_bias = mask_to_bias(mask)
+    if bias is not None:
+      bias = bias.astype(jnp.float32)
+      score_bias = bias if score_bias is None else score_bias + bias
+    out, probs = dot_product_attention(query, key, value, score_bias, self._scale(),
                                        dropout_rng, self.config.attention_dropout_rate, self.dtype)
     return self.out(out), probs  # [batch, q_len, embed]
 

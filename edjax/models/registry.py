@@ -28,6 +28,7 @@ FAMILIES = (
     "edjax.models.gpt2",  # gpt2
     "edjax.models.vit",  # vit, deit
     "edjax.models.trocr",  # trocr
+    "edjax.models.swin",  # swin, donut-swin
     "edjax.models.bart",  # bart, mbart
 )
 

@@ -2,6 +2,7 @@
 
 from edjax.model_configs import ConfigError, EncoderDecoderConfig, VisionEncoderDecoderConfig
 from edjax.models.bart import BartConfig, MBartConfig
+from edjax.models.beit import BeitConfig
 from edjax.models.bert import BertConfig, RobertaConfig
 from edjax.models.gpt2 import GPT2Config
 from edjax.models.trocr import TrOCRConfig
@@ -15,7 +16,7 @@ from edjax.pretrained import (export_params, from_config, from_encoder_decoder_p
 
 __all__ = [
     "BertConfig", "RobertaConfig", "BartConfig", "MBartConfig", "GPT2Config", "ViTConfig",
-    "DeiTConfig", "TrOCRConfig",
+    "DeiTConfig", "TrOCRConfig", "BeitConfig",
     "EncoderDecoderConfig", "VisionEncoderDecoderConfig", "EncoderDecoderModel",
     "VisionEncoderDecoderModel", "ConfigError", "CheckpointError", "from_pretrained",
     "from_encoder_decoder_pretrained", "from_config", "save_pretrained", "export_params",

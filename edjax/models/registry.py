@@ -30,6 +30,7 @@ FAMILIES = (
     "edjax.models.trocr",  # trocr
     "edjax.models.swin",  # swin, donut-swin
     "edjax.models.bart",  # bart, mbart
+    "edjax.models.beit",  # beit
 )
 
 Rules = Callable[[Any, str, str], list]  # (config, hf_prefix 'x.', flax_prefix 'x/') -> [Rule]

@@ -180,3 +180,25 @@ def test_warm_start_from_beit_dir_and_export(tmp_path):
     a = back.eval()(pixel_values=torch.from_numpy(pixels), decoder_input_ids=dec_in).logits
     b = hf(pixel_values=torch.from_numpy(pixels), decoder_input_ids=dec_in).logits
   np.testing.assert_array_equal(to_np(a), to_np(b))
+
+
+@pytest.mark.parametrize("variant", ["per_layer_bias", "shared_bias", "absolute_no_mean_pool"])
+def test_other_image_size_equals_transformers(variant):
+  """A 32x32 checkpoint at 48x48: relative tables resized (bilinear) and absolute positions
+  interpolated (bicubic) on load == HF's BeitModel run at 48x48 (interpolate_pos_encoding)."""
+  hf, state, _, _, _, _ = case(variant)
+  cfg = beit.BeitConfig(**{**TINY, **VARIANTS[variant], "image_size": 48})
+  module = registry.encoder_module(cfg, jnp.float32)
+  pix = jnp.zeros((1, 3, 48, 48), jnp.float32)
+  shapes = nn.meta.unbox(jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), pix))["params"])
+  expected = {"/".join(k): tuple(v.shape) for k, v in traverse_util.flatten_dict(shapes).items()}
+  flat, report = convert.hf_to_flax(state, registry.encoder_rules(cfg, "", ""), expected,
+                                    ignored=registry.get("beit").ignored_hf_keys)
+  assert not report.missing and not report.unexpected and not report.mismatched, report.summary()
+  params = traverse_util.unflatten_dict({tuple(k.split("/")): v for k, v in flat.items()})
+  pixels = np.random.default_rng(4).standard_normal((2, 3, 48, 48)).astype(np.float32)
+  with torch.no_grad():
+    ref = hf(pixel_values=torch.from_numpy(pixels), interpolate_pos_encoding=True)
+  out = module.apply({"params": params}, jnp.asarray(pixels))
+  np.testing.assert_allclose(np.asarray(out.last_hidden_state), to_np(ref.last_hidden_state),
+                             atol=TOL, rtol=0)

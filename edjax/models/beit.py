@@ -14,7 +14,9 @@ What differs from ViT, all read from the config:
   cross-attends the un-normed states) and the pooler is a LayerNorm of the mean patch token;
   without it, a final LayerNorm and the [CLS] state as pooler output;
 - stochastic depth (`drop_path_rate`, linspace over the layers) in training.
-The relative bias is built for the config's patch grid: images are `image_size`.
+Images are `image_size`; a checkpoint pretrained at another size loads at this config's size with
+its absolute positions interpolated (bicubic) and its relative tables resized (bilinear), as HF's
+BeitModel does on every call with a new resolution.
 """
 
 from __future__ import annotations
@@ -115,6 +117,47 @@ def relative_position_index(grid: tuple[int, int]) -> np.ndarray:
   index[0:, 0] = distances - 2  # token -> [CLS]
   index[0, 0] = distances - 1  # [CLS] -> [CLS]
   return index
+
+
+def bilinear_resize_matrix(in_size: int, out_size: int) -> np.ndarray:
+  """[out_size, in_size] weights of torch's `interpolate(mode='bilinear', align_corners=False)`
+  along one axis (source index clamped at 0, as torch does for linear modes)."""
+  weights = np.zeros((out_size, in_size), np.float64)
+  scale = in_size / out_size
+  for i in range(out_size):
+    src = max((i + 0.5) * scale - 0.5, 0.0)
+    lo = min(int(np.floor(src)), in_size - 1)
+    hi = min(lo + 1, in_size - 1)
+    frac = src - lo
+    weights[i, lo] += 1.0 - frac
+    weights[i, hi] += frac
+  return weights
+
+
+def resize_relative_table(table: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
+  """A [(2*h-1)*(2*w-1) + 3, heads] table of a square pretrained grid -> the table of `grid`:
+  the relative-distance part resized bilinearly as HF's BeitRelativePositionBias.forward does,
+  the 3 [CLS] entries kept."""
+  distances, heads = table.shape[0] - 3, table.shape[1]
+  side = int(round(np.sqrt(distances)))
+  if side * side != distances:
+    raise ValueError(f"cannot resize a relative position table of {distances} distances: not a "
+                     "square grid")
+  new_h, new_w = 2 * grid[0] - 1, 2 * grid[1] - 1
+  sub = table[:distances].reshape(side, side, heads).astype(np.float64)  # HF: [old_w, old_h, heads]
+  out = np.einsum("hi,ijd,wj->hwd", bilinear_resize_matrix(side, new_h), sub,
+                  bilinear_resize_matrix(side, new_w))  # [new_h, new_w, heads]
+  return np.concatenate([out.reshape(new_h * new_w, heads).astype(table.dtype), table[distances:]])
+
+
+def relative_table_hooks(config: BeitConfig):
+  """Identity, except that a table of another patch grid is resized to this config's grid."""
+  rows, cols = config.patch_grid
+  want = (2 * rows - 1) * (2 * cols - 1) + 3
+
+  def to_flax(a):
+    return (resize_relative_table(a, (rows, cols)) if a.shape[0] != want else a,)
+  return to_flax, identity()[1]
 
 
 class RelativePositionBias(nn.Module):
@@ -256,14 +299,15 @@ def encoder_rules(config: BeitConfig, hf: str, flax: str) -> list[convert.Rule]:
   table = "relative_position_bias.relative_position_bias_table"
   if config.use_shared_relative_position_bias:
     rules.append(rule(f"{hf}encoder.{table}", f"{flax}relative_position_bias/"
-                      "relative_position_bias_table", identity()))
+                      "relative_position_bias_table", relative_table_hooks(config)))
   for i in range(config.num_hidden_layers):
     src, dst = f"{hf}encoder.layer.{i}", f"{flax}layers_{i}"
     rules += convert.attention_rules(f"{src}.attention.attention", f"{src}.attention.output.dense",
                                      f"{dst}/self_attn", h, qkv_bias=(True, False, True))
     if config.use_relative_position_bias:
       rules.append(rule(f"{src}.attention.attention.{table}",
-                        f"{dst}/relative_position_bias/relative_position_bias_table", identity()))
+                        f"{dst}/relative_position_bias/relative_position_bias_table",
+                        relative_table_hooks(config)))
     rules += norm_rules(f"{src}.layernorm_before", f"{dst}/layernorm_before")
     rules += norm_rules(f"{src}.layernorm_after", f"{dst}/layernorm_after")
     rules += linear_rules(f"{src}.intermediate.dense", f"{dst}/mlp/fc_in")

@@ -283,7 +283,7 @@ def composite():
   _randomize(hf, seed=5)
   hf.tie_weights()
   with torch.no_grad():
-    hf.decoder.cls.predictions.bias[EOS] += 2.0  # beams finish at different steps
+    hf.decoder.cls.predictions.bias[EOS] += 6.0  # beams finish at different steps
   hf.eval()
   directory = tempfile.mkdtemp(prefix="edjax-swin2bert-")
   hf.save_pretrained(directory)
@@ -339,6 +339,9 @@ def test_composite_generate_matches_transformers(kw):
   if kw.get("num_beams", 1) > 1:
     np.testing.assert_allclose(np.asarray(out.scores), to_np(ref.sequences_scores), atol=1e-5,
                                rtol=0)
+    # The EOS boost makes hypotheses finish at different steps (every branch of HF's search).
+    ends = {int(np.argmax(r[1:] == EOS)) for r in to_np(ref.sequences) if (r[1:] == EOS).any()}
+    assert len(ends) >= 2, to_np(ref.sequences)
 
 
 def test_composite_export_loads_in_transformers(tmp_path):

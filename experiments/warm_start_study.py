@@ -21,11 +21,10 @@ import time
 
 from absl import app, flags
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO not in sys.path:
-  sys.path.insert(0, REPO)
+from configs import wikisplit_study as study
+from edjax import fileio
 
-from configs import wikisplit_study as study  # noqa: E402
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # where the runs start
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("root", None, "Folder of the study's runs (one workdir per arm x lr).")
@@ -77,40 +76,42 @@ def cmd_run(root: str) -> None:
 
 def evaluate_export(export: str, offset: int, examples: int, beams: int, workdir: str) -> dict:
   """Test metrics of an HF-format export (+ its tokenizer files) on shuffled test[offset:+n]."""
-  import ml_collections
   import edjax
-  from edjax.data import pipeline
   from edjax.processing.tokenizers import Tokenizer
-  from experiments import train
+  from edjax.train import evaluate
 
   tok = Tokenizer.from_dir(export)
   model, params = edjax.from_pretrained(export)
   config = study.get_config("arm=warm,lr=1e-3")  # only the data / eval settings are read
-  data = ml_collections.ConfigDict(config.data.to_dict())
-  data.eval_offset, data.eval_examples = offset, examples
   config.eval.update(dict(num_beams=beams, num_generate=examples))
-  eval_set = pipeline.build_eval(data, tok, tok)
-  ids = dict(pad_token_id=tok.pad_id, decoder_start_token_id=tok.bos_id)
-  results, rows = train.evaluate(model, params, eval_set, train.make_eval_loss_fn(model, ids),
-                                 config, tok, "test", workdir, lambda b: b)
+  eval_set = heldout_eval_set(offset, examples, tok)
+  results, rows = evaluate.evaluate(model, params, eval_set, config.eval, tok,
+                                    predictions_path=os.path.join(workdir, "predictions_test.jsonl"))
   results["eval/mean_output_words"] = sum(len(p.split()) for _, p, _ in rows) / len(rows)
   return results
 
 
-def echo_baseline(offset: int, examples: int) -> dict:
-  """Metrics of copying the input, in the same normal form (MiniLM's uncased WordPiece)."""
+def heldout_eval_set(offset: int, examples: int, tokenizer):
+  """The EvalSet of shuffled WikiSplit test pairs [offset, offset + examples), the study's
+  lengths, tokenized by `tokenizer`."""
   import ml_collections
-  from configs.common import minilm_dir
-  from edjax import metrics as metrics_lib
-  from edjax.data import pipeline, wiki_split
-  from edjax.processing.tokenizers import Tokenizer
+  from edjax import data as data_lib
 
-  tok = Tokenizer.from_dir(minilm_dir())
   data = ml_collections.ConfigDict(study.get_config("arm=warm,lr=1e-3").data.to_dict())
   data.eval_offset, data.eval_examples = offset, examples
-  pairs = pipeline.eval_pairs(data)
-  sources = pipeline.roundtrip_texts([s for s, _ in pairs], tok)
-  refs = pipeline.roundtrip_texts([wiki_split.target_text(t) for _, t in pairs], tok)
+  return data_lib.build_eval_set(data, encoder_tokenizer=tokenizer, decoder_tokenizer=tokenizer)
+
+
+def echo_baseline(offset: int, examples: int) -> dict:
+  """Metrics of copying the input, in the same normal form (MiniLM's uncased WordPiece)."""
+  from edjax import metrics as metrics_lib
+  from edjax.processing.tokenizers import Tokenizer, roundtrip_texts
+  from edjax.resources import minilm_dir
+
+  tok = Tokenizer.from_dir(minilm_dir())
+  eval_set = heldout_eval_set(offset, examples, tok)
+  sources = roundtrip_texts([s for s, _ in eval_set.examples], tok)
+  refs = roundtrip_texts(eval_set.references, tok)
   out = metrics_lib.compute_metrics(["sari", "bleu", "exact_match"], sources, sources, refs)
   out = {f"eval/{k}": v for k, v in out.items()}
   out["eval/mean_output_words"] = sum(len(s.split()) for s in sources) / len(sources)
@@ -141,10 +142,8 @@ def plot(curves: dict[str, dict[int, dict]], selected: dict[str, str], path: str
   axes[1].legend(fontsize=7, loc="lower right")
   fig.suptitle(f"WikiSplit, {study.STEPS} steps x {study.BATCH} pairs, MiniLM-L6 shapes")
   fig.tight_layout()
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp = path + ".tmp.png"
-  fig.savefig(tmp, dpi=110)
-  os.replace(tmp, path)
+  fileio.atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+  plt.close(fig)
 
 
 def cmd_report(root: str) -> None:
@@ -172,15 +171,15 @@ def cmd_report(root: str) -> None:
                                            os.path.join(root, name))
     print(f"test {name}: {time.time() - t0:.0f} s", flush=True)
   results["test"]["echo"] = echo_baseline(study.TEST_OFFSET, study.TEST_EXAMPLES)
-  print(f"\n| arm (lr) | test SARI | test BLEU | exact match | mean output words | test loss |\n"
+  print("\n| arm (lr) | test SARI | test BLEU | exact match | mean output words | test loss |\n"
         "|---|---|---|---|---|---|")
   for arm, m in results["test"].items():
     label = f"{arm} ({selected[arm].split('_lr')[1]})" if arm in selected else "echo the input"
     loss = f"{m['eval/loss']:.3f}" if "eval/loss" in m else "-"
     print(f"| {label} | {m['eval/sari']:.2f} | {m['eval/bleu']:.2f} | "
           f"{m['eval/exact_match']:.1f}% | {m['eval/mean_output_words']:.1f} | {loss} |")
-  with open(os.path.join(root, "results.json"), "w") as f:
-    json.dump(results, f, indent=1, default=float)
+  fileio.atomic_write(os.path.join(root, "results.json"),
+                      json.dumps(results, indent=1, default=float))
   plot(curves, selected, FLAGS.plot)
   print(f"\nwrote {os.path.join(root, 'results.json')} and {FLAGS.plot}")
 

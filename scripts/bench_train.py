@@ -1,6 +1,8 @@
 """Training-step benchmark: edjax vs transformers PyTorch on the same MiniLM bert2bert and batch.
 
-  .venv/bin/python scripts/bench_train.py [--batch 16 --src_len 64 --tgt_len 48 --steps 5]
+  .venv/bin/python -m scripts.bench_train [--batch 16 --src_len 64 --tgt_len 48 --steps 5]
+
+(run from the repository root: `-m` puts it on sys.path, for `configs`).
 
 Both run AdamW (lr 5e-5, weight decay 0.01, clipping 1.0) with dropout on, one step per batch,
 fp32 (edjax: --dtype bfloat16 for mixed precision). Prints step time (median of --steps after
@@ -14,13 +16,11 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import time
 
 os.environ.setdefault("USE_TF", "0")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import numpy as np  # noqa: E402
 
@@ -71,8 +71,8 @@ def main() -> None:
 
   import edjax
   from configs import bert2bert
-  from experiments import train as train_lib
   from edjax.train import optimizer as opt_lib
+  from edjax.train import trainer
 
   ckpt = bert2bert.get_config().model.encoder
   torch.manual_seed(0)
@@ -96,10 +96,10 @@ def main() -> None:
         f"out), AdamW, {args.dtype}; {flops / 1e9:.1f} GFLOP per step; jit fp32 matmul peak "
         f"{peak:.0f} GFLOP/s; {os.cpu_count()} CPU cores, torch threads {torch.get_num_threads()}")
 
-  # edjax: the runner's own train step, jitted with the state donated.
+  # edjax: the trainer's own train step, jitted with the state donated.
   config = bert2bert.get_config()
   optimizer = opt_lib.make_optimizer(config.optimizer, 1000)
-  step_fn = jax.jit(train_lib.make_train_step(model, optimizer, config), donate_argnums=(0,))
+  step_fn = jax.jit(trainer.make_train_step(model, optimizer, config), donate_argnums=(0,))
   state = dict(step=jnp.array(0, jnp.int32), params=params, opt_state=optimizer.init(params),
                rng=jax.random.PRNGKey(0))
   jbatch = {k: jnp.asarray(v) for k, v in batch.items()}

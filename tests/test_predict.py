@@ -1,4 +1,5 @@
-"""experiments.predict: batches lines through edjax.generate, writes JSONL, clear input errors."""
+"""edjax.predict and its command line experiments.predict: batches lines through edjax.generate,
+writes JSONL, clear input errors."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pytest
 import edjax
 from configs.bert2bert import TINY_BERT
 from edjax.model_configs import EncoderDecoderConfig, config_from_dict
-from experiments import predict
+from edjax import predict
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -89,3 +90,11 @@ def test_cli_reports_an_empty_line_and_exits_2(checkpoint, tmp_path):
        f"--output={tmp_path / 'o.jsonl'}"], cwd=REPO, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 2 and "line 2 is empty" in proc.stderr
   assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_cli_has_a_flag_for_every_generation_setting():
+  from absl import flags
+  from edjax.generation import SETTING_NAMES
+  from experiments import predict as cli  # noqa: F401  (defines the flags)
+  assert set(SETTING_NAMES) <= set(flags.FLAGS)
+  assert flags.FLAGS["early_stopping"].parser.enum_values == ["true", "false", "never"]

@@ -15,7 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments import train as train_lib
+import edjax.data
+from edjax.train import trainer as train_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -106,6 +107,49 @@ def test_init_from_a_workdir_and_hf_export(tmp_path):
   assert os.path.exists(os.path.join(first, "export", "vocab.txt"))
 
 
+def test_eval_loss_takes_special_ids_from_the_model_config(tmp_path, minilm_dir):
+  """init_from a checkpoint whose decoder_start_token_id / pad_token_id differ from the
+  tokenizer's: the eval loss is the teacher-forced loss with the checkpoint's ids (as the train
+  loss is), not with the tokenizer's."""
+  import edjax
+  from configs.bert2bert import TINY_BERT
+  from edjax.model_configs import EncoderDecoderConfig, config_from_dict
+  from edjax.processing.tokenizers import Tokenizer
+  tok = Tokenizer.from_dir(minilm_dir)
+  start, pad = 5, 3
+  assert (tok.bos_id, tok.pad_id) != (start, pad)
+  tiny = config_from_dict(dict(TINY_BERT, initializer_range=0.5))  # peaked logits: ids matter
+  cfg = EncoderDecoderConfig.from_encoder_decoder_configs(
+      tiny, tiny, decoder_start_token_id=start, eos_token_id=tok.eos_id, pad_token_id=pad)
+  model, params = edjax.from_config(cfg, rng=0)
+  ckpt = str(tmp_path / "ckpt")
+  edjax.save_pretrained(model, params, ckpt)
+  config = smoke_config(init_from=ckpt, total_steps=1, log_every_steps=1, eval_every_steps=1,
+                        checkpoint_every_steps=1, **{"optimizer.learning_rate": 0.0})
+  final = train_lib.train_and_evaluate(config, str(tmp_path / "run"))  # lr 0: params unchanged
+
+  def hand_loss(start_id, pad_id):  # mean token NLL over the valid eval rows' labels
+    total, count = 0.0, 0
+    eval_set = edjax.data.build_eval_set(config.data, encoder_tokenizer=tok, decoder_tokenizer=tok)
+    for batch in eval_set.batches(config.eval.batch_size):
+      keep = (batch["labels"] != -100) & (batch["valid"][:, None] > 0)  # [b, tgt_len]
+      labels = np.where(keep, batch["labels"], -100)
+      dec_in = np.full_like(labels, start_id)  # [b, tgt_len]: start, then labels shifted right
+      dec_in[:, 1:] = np.where(labels[:, :-1] == -100, pad_id, labels[:, :-1])
+      logits = model.apply({"params": params}, input_ids=batch["input_ids"],
+                           attention_mask=batch["attention_mask"], decoder_input_ids=dec_in,
+                           decoder_attention_mask=batch["decoder_attention_mask"]).logits
+      logp = np.asarray(jax.nn.log_softmax(logits, axis=-1))  # [b, tgt_len, vocab]
+      picked = np.take_along_axis(logp, np.maximum(labels, 0)[..., None], -1)[..., 0]
+      total, count = total - float(picked[keep].sum()), count + int(keep.sum())
+    return total / count
+
+  want = hand_loss(start, pad)
+  np.testing.assert_allclose(final["eval/loss"], want, rtol=1e-5)
+  # The tokenizer's ids give another loss: the check above tells them apart.
+  assert abs(hand_loss(tok.bos_id, tok.pad_id) - want) > 100 * 1e-5 * want
+
+
 class _Stop(Exception):
   pass
 
@@ -116,7 +160,7 @@ def test_stop_and_resume_gives_bit_identical_losses(tmp_path, monkeypatch):
   train_lib.train_and_evaluate(smoke_config(**overrides), straight)
 
   resumed = str(tmp_path / "resumed")
-  real_build = train_lib.pipeline.build
+  real_build = edjax.data.build_dataset
 
   def build_then_stop(*args, **kwargs):  # the stream dies when step 4 (index 3) is requested
     stream, eval_set = real_build(*args, **kwargs)
@@ -128,10 +172,10 @@ def test_stop_and_resume_gives_bit_identical_losses(tmp_path, monkeypatch):
       return real_batch(step)
     stream.batch = batch
     return stream, eval_set
-  monkeypatch.setattr(train_lib.pipeline, "build", build_then_stop)
+  monkeypatch.setattr(edjax.data, "build_dataset", build_then_stop)
   with pytest.raises(_Stop):
     train_lib.train_and_evaluate(smoke_config(**overrides), resumed)
-  monkeypatch.setattr(train_lib.pipeline, "build", real_build)
+  monkeypatch.setattr(edjax.data, "build_dataset", real_build)
   assert sorted(train_losses(resumed)) == [1, 2, 3]
   train_lib.train_and_evaluate(smoke_config(**overrides), resumed)
   a, b = train_losses(straight), train_losses(resumed)
@@ -218,13 +262,12 @@ def test_misspelled_config_key_is_rejected_by_the_cli(tmp_path):
 
 
 MESH_SCRIPT = textwrap.dedent("""
-    import os, sys
+    import os
     os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
     os.environ["JAX_PLATFORMS"] = "cpu"
-    sys.path.insert(0, {repo!r})
     import jax
-    from configs import bert2bert
-    from experiments import train
+    from configs import bert2bert  # the repo root is the subprocess's working directory
+    from edjax.train import trainer as train
     assert jax.device_count() == 8
     c = bert2bert.get_config("smoke")
     c.log_every_steps, c.eval_every_steps = 1, 100
@@ -239,10 +282,17 @@ def test_mesh_2x2x2_on_8_fake_devices_matches_one_device(tmp_path):
   one = str(tmp_path / "one")
   train_lib.train_and_evaluate(smoke_config(log_every_steps=1, eval_every_steps=100), one)
   mesh = str(tmp_path / "mesh")
-  proc = subprocess.run([sys.executable, "-c", MESH_SCRIPT.format(repo=REPO, workdir=mesh)],
+  proc = subprocess.run([sys.executable, "-c", MESH_SCRIPT.format(workdir=mesh)],
                         cwd=REPO, capture_output=True, text=True, timeout=900)
   assert "MESH-OK" in proc.stdout, proc.stdout[-2000:] + proc.stderr[-4000:]
   a, b = train_losses(one), train_losses(mesh)
   assert sorted(a) == sorted(b) == list(range(1, 7))
   for step in a:
     assert abs(a[step] - b[step]) <= 1e-4 * abs(a[step]), (step, a[step], b[step])
+
+
+def test_unknown_eval_key_is_rejected_before_training():
+  config = smoke_config()
+  config.eval.num_beam = 3  # a typo of num_beams: neither an eval key nor a generation setting
+  with pytest.raises(ValueError, match=r"config.eval has unknown keys \['num_beam'\]"):
+    train_lib.check_config(config)

@@ -14,8 +14,8 @@ import edjax
 from configs import trocr as trocr_config
 from edjax.data import ocr
 from edjax.processing.images import ImageProcessor
-from experiments import predict
-from experiments import train as train_lib
+from edjax import predict
+from edjax.train import trainer as train_lib
 
 
 def _losses(workdir: str) -> dict[int, float]:

@@ -1,1 +1,2 @@
-"""Training: optimizer, mesh and sharding, train step, orbax checkpoints, metric writers."""
+"""Training: the trainer (train_and_evaluate), evaluation, the shared loss, optimizer, mesh and
+sharding, orbax checkpoints, clu metric writers."""

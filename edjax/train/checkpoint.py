@@ -1,7 +1,7 @@
 """Orbax checkpoints of the train state: async, keep N, atomic, corrupt-latest fallback.
 
 Each checkpoint holds `state` (step, params, opt_state, rng as a StandardSave pytree) and `meta`
-(JSON: step, data position, config hash). Orbax writes to a temporary directory and renames it
+(JSON: step, data position, seed). Orbax writes to a temporary directory and renames it
 when complete, so a crash never leaves a checkpoint that looks finished; a checkpoint that fails
 to restore anyway (truncated files) is skipped with a warning and the previous one is used.
 """
@@ -14,7 +14,6 @@ import shutil
 import time
 from typing import Any
 
-import jax
 import orbax.checkpoint as ocp
 
 log = logging.getLogger("edjax")
@@ -73,9 +72,3 @@ class Checkpointer:
   def close(self) -> None:
     self.manager.wait_until_finished()
     self.manager.close()
-
-
-def abstract_like(tree: Any) -> Any:
-  """ShapeDtypeStruct (with sharding) for every array of `tree`."""
-  return jax.tree_util.tree_map(
-      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)), tree)

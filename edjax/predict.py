@@ -1,0 +1,127 @@
+"""Batch prediction with a trained (or any HF-format) encoder-decoder: the logic of
+`experiments.predict`.
+
+    lines = read_inputs("in.txt")                      # InputError on an empty line / bad file
+    rows = predict(checkpoint, lines, tokenizer_dir, decoder_tokenizer_dir, batch_size=8,
+                   max_input_length=None, seed=0, gen_kwargs={"num_beams": 4})
+    write_jsonl("preds.jsonl", rows)                   # [{"input", "output", "score"}], atomic
+
+For a vision checkpoint (ViT / DeiT encoder) every line is an image path (relative to the input
+file's folder), preprocessed by the checkpoint's preprocessor_config.json (or another dir's).
+Text inputs are sorted by length into batches (fewer padded tokens, fewer compilations); rows
+come back in input order. Generation settings left out of `gen_kwargs` take the checkpoint's
+generation_config.json values, then HF's defaults.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+import jax
+import numpy as np
+
+import edjax
+from edjax import fileio
+from edjax.processing.images import ImageProcessor
+from edjax.processing.tokenizers import Tokenizer
+
+
+class InputError(ValueError):
+  """An input file (or a line of it) that cannot be predicted on."""
+
+
+def read_inputs(path: str) -> list[str]:
+  """Lines of a UTF-8 file; an unreadable file or an empty line is an InputError."""
+  try:
+    with open(path, encoding="utf-8") as f:
+      lines = f.read().splitlines()
+  except (OSError, UnicodeDecodeError) as e:
+    raise InputError(f"cannot read --input {path}: {e}") from e
+  for i, line in enumerate(lines, 1):
+    if not line.strip():
+      raise InputError(f"--input {path} line {i} is empty: remove it (every line is one input)")
+  if not lines:
+    raise InputError(f"--input {path} has no lines")
+  return lines
+
+
+def read_images(lines: list[str], input_path: str, processor) -> np.ndarray:
+  """float32 pixel_values [n, C, H, W] of the image files named by `lines` (InputError if one
+  cannot be read)."""
+  from PIL import Image
+  base = os.path.dirname(os.path.abspath(input_path))
+  images = []
+  for i, line in enumerate(lines, 1):
+    path = line.strip() if os.path.isabs(line.strip()) else os.path.join(base, line.strip())
+    try:
+      with Image.open(path) as im:
+        images.append(np.asarray(im.convert("RGB")))  # [h, w, 3] uint8
+    except (OSError, ValueError) as e:
+      raise InputError(f"--input line {i}: cannot read image {path} ({e}); each line of a vision "
+                       "model's input is an image path") from e
+  return processor(images)  # [n, C, H, W]
+
+
+def image_processor(checkpoint: str, directory: str | None, model) -> ImageProcessor:
+  """The ImageProcessor of a vision checkpoint: `directory`'s or the checkpoint's
+  preprocessor_config.json, else ViTImageProcessor defaults at the encoder's image size."""
+  for path in (directory, checkpoint):
+    if path and os.path.exists(os.path.join(path, "preprocessor_config.json")):
+      return ImageProcessor.from_dir(path)
+  if directory:
+    raise InputError(f"--image_processor {directory} has no preprocessor_config.json")
+  return ImageProcessor.for_image_size(*model.config.encoder.image_hw)
+
+
+def predict(checkpoint: str, lines: list[str], tokenizer_dir: str, decoder_tokenizer_dir: str,
+            batch_size: int, max_input_length: int | None, seed: int, gen_kwargs: dict,
+            progress=sys.stderr, input_path: str = ".", image_processor_dir: str | None = None
+            ) -> list[dict]:
+  """Generates for every line; returns [{'input', 'output', 'score'}] in input order.
+
+  With num_return_sequences > 1, 'output' and 'score' are lists (best first). 'score' is beam
+  search's sequence score, None for greedy / sampling. A progress line goes to `progress`.
+  """
+  model, params = edjax.from_pretrained(checkpoint)
+  vision = isinstance(model, edjax.VisionEncoderDecoderModel)
+  processor = image_processor(checkpoint, image_processor_dir, model) if vision else None
+  tgt_tok = Tokenizer.from_dir(decoder_tokenizer_dir)
+  src_tok = None if vision else (
+      tgt_tok if decoder_tokenizer_dir == tokenizer_dir else Tokenizer.from_dir(tokenizer_dir))
+  max_len = None if vision else (max_input_length or model.config.encoder.max_positions)
+  order = list(range(len(lines))) if vision else sorted(range(len(lines)), key=lambda i: len(lines[i]))
+  results: list[dict | None] = [None] * len(lines)
+  t0, done = time.time(), 0
+  rng = jax.random.PRNGKey(seed)
+  for start in range(0, len(order), batch_size):
+    idx = order[start:start + batch_size]
+    rng, key = jax.random.split(rng)
+    if vision:
+      pixels = read_images([lines[i] for i in idx], input_path, processor)  # [b, C, H, W]
+      res = edjax.generate(model, params, pixel_values=pixels, prng_key=key, **gen_kwargs)
+    else:
+      ids, mask = src_tok.encode_batch([lines[i] for i in idx], max_len)  # [b, len] each
+      res = edjax.generate(model, params, ids, mask, prng_key=key, **gen_kwargs)
+    seqs = np.asarray(res.sequences)  # [b * num_return_sequences, L]
+    per_input = seqs.shape[0] // len(idx)
+    texts = tgt_tok.decode_batch(seqs)
+    scores = None if res.scores is None else np.asarray(res.scores).tolist()
+    for j, i in enumerate(idx):
+      outs = texts[j * per_input:(j + 1) * per_input]
+      sc = None if scores is None else scores[j * per_input:(j + 1) * per_input]
+      results[i] = {"input": lines[i], "output": outs[0] if per_input == 1 else outs,
+                    "score": (sc[0] if per_input == 1 else sc) if sc is not None else None}
+    done += len(idx)
+    rate = done / max(time.time() - t0, 1e-9)
+    print(f"\r[predict] {done}/{len(lines)} inputs, {rate:.2f}/s, "
+          f"ETA {(len(lines) - done) / max(rate, 1e-9):.0f}s", end="", file=progress, flush=True)
+  print(file=progress)
+  return results
+
+
+def write_jsonl(path: str, rows: list[dict]) -> None:
+  """Writes rows to `path` as JSON lines, atomically (a reader never sees half a file)."""
+  fileio.atomic_write(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))

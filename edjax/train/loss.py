@@ -1,0 +1,42 @@
+"""The teacher-forced loss of a batch: the one definition the train step and the eval loss share.
+
+The decoder inputs are `shift_tokens_right(labels, pad_token_id, decoder_start_token_id)` with
+both ids taken from `model.config`, never from a tokenizer: a model started from a checkpoint
+(`init_from`) keeps the ids it was trained with, and train and eval losses see the same inputs.
+"""
+
+from __future__ import annotations
+
+import jax
+
+from edjax import losses
+
+Array = jax.Array
+
+
+def encoder_inputs(batch: dict) -> dict:
+  """The encoder's model inputs of a batch: pixel_values [b, C, H, W] (vision) or
+  input_ids + attention_mask [b, src_len] (text)."""
+  if "pixel_values" in batch:
+    return {"pixel_values": batch["pixel_values"]}
+  return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+
+
+def decoder_inputs(model, labels: Array) -> Array:
+  """labels [b, tgt_len] -> decoder_input_ids [b, tgt_len], the special ids of model.config."""
+  cfg = model.config
+  return losses.shift_tokens_right(labels, cfg.pad_token_id, cfg.decoder_start_token_id)
+
+
+def token_loss(model, params, batch: dict, *, dropout_rng: Array | None = None,
+               label_smoothing: float = 0.0) -> tuple[Array, Array]:
+  """(sum of token losses, token count) over batch["labels"] != -100.
+
+  batch: encoder inputs (see `encoder_inputs`), labels [b, tgt_len] (-100 = ignore) and
+  decoder_attention_mask [b, tgt_len]. Dropout is on iff `dropout_rng` is given.
+  """
+  dropout = {} if dropout_rng is None else dict(deterministic=False, rngs={"dropout": dropout_rng})
+  out = model.apply({"params": params}, **encoder_inputs(batch),
+                    decoder_input_ids=decoder_inputs(model, batch["labels"]),
+                    decoder_attention_mask=batch["decoder_attention_mask"], **dropout)
+  return losses.seq2seq_loss(out.logits, batch["labels"], label_smoothing, return_count=True)

@@ -1,0 +1,385 @@
+"""The trainer: `train_and_evaluate(config, workdir)` runs (or resumes) one fine-tuning job.
+
+`experiments/train.py` is its command line. In `workdir` it writes config.json, metrics.jsonl
+({"step": int, "train/loss": float, ...} every config.log_every_steps), tensorboard/,
+checkpoints/ (orbax, every config.checkpoint_every_steps; rerunning resumes params, optimizer
+state, step, RNG and data position), predictions_<step>.jsonl at each evaluation and, at the end,
+export/ (HF format + tokenizer files, ready for `experiments.predict` and transformers).
+
+The module reads top to bottom in the order of a run: config, model and where training starts,
+sharding, train step, then `train_and_evaluate` itself (mesh, data, model, sharding, step,
+checkpoint, eval, loop). Evaluation is `edjax.train.evaluate`; the loss both share is
+`edjax.train.loss`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+import edjax
+from edjax import data as data_lib
+from edjax import fileio
+from edjax.model_configs import EncoderDecoderConfig, config_from_dict, join_configs, load_config_file
+from edjax.models.encoder_decoder import model_for_config
+from edjax.pretrained import resolve_path
+from edjax.processing.images import ImageProcessor
+from edjax.processing.tokenizers import Tokenizer
+from edjax.train import checkpoint as ckpt_lib
+from edjax.train import evaluate as eval_lib
+from edjax.train import optimizer as opt_lib
+from edjax.train import partitioning, writers
+from edjax.train.loss import token_loss
+
+log = logging.getLogger("edjax")
+
+REQUIRED_KEYS = ("total_steps", "log_every_steps", "checkpoint_every_steps", "eval_every_steps",
+                 "seed", "batch_size", "mesh", "data", "model", "optimizer", "eval")
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "merges.txt",
+                   "special_tokens_map.json", "tokenizer_config.json")
+
+
+class NonFiniteLossError(FloatingPointError):
+  """The training loss became NaN or Inf."""
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """ValueError for a config the trainer cannot run (missing keys, bad batch split, dtype)."""
+  missing = [k for k in REQUIRED_KEYS if k not in config]
+  if missing:
+    raise ValueError(f"config lacks {missing}: start from configs.common.get_base_config()")
+  if config.batch_size % config.grad_accum_steps:
+    raise ValueError(f"batch_size {config.batch_size} is not divisible by grad_accum_steps "
+                     f"{config.grad_accum_steps}")
+  if config.compute_dtype not in ("float32", "bfloat16"):
+    raise ValueError(f"compute_dtype={config.compute_dtype!r}: use 'float32' or 'bfloat16'")
+  eval_lib.check_eval_config(config.eval)
+
+
+# ----------------------------------------------------------------------------- model
+
+
+def is_workdir(path: str) -> bool:
+  """True for a training run's workdir (it has checkpoints/), not a model directory."""
+  return os.path.isdir(os.path.join(path, "checkpoints"))
+
+
+def _part_config(config_dict, path: str):
+  """A part's model config: its config dict if given, else its checkpoint's config.json."""
+  if config_dict:
+    return config_from_dict(config_dict.to_dict())
+  return load_config_file(resolve_path(path))
+
+
+def random_init_config(config) -> EncoderDecoderConfig | None:
+  """The composite config of a randomly initialised model (model.random_init, or encoder_config
+  and decoder_config both given), overrides applied; None when the config asks for a warm start."""
+  m = config.model
+  if not (m.random_init or (m.encoder_config and m.decoder_config)):
+    return None
+  enc = _part_config(m.encoder_config, m.encoder).replace(**m.encoder_overrides.to_dict())
+  dec = _part_config(m.decoder_config, m.decoder).replace(**m.decoder_overrides.to_dict())
+  return join_configs(enc, dec, tie_encoder_decoder=m.tie_encoder_decoder)
+
+
+def warm_start(config, ids: dict, dtype):
+  """(model, params): `from_encoder_decoder_pretrained(model.encoder, model.decoder)`; a part
+  given by its config alone (e.g. a small image encoder) starts from random weights."""
+  m = config.model
+  kwargs = {**{f"encoder_{k}": v for k, v in m.encoder_overrides.items()},
+            **{f"decoder_{k}": v for k, v in m.decoder_overrides.items()}, **ids}
+  enc = config_from_dict(m.encoder_config.to_dict()) if m.encoder_config else m.encoder
+  dec = config_from_dict(m.decoder_config.to_dict()) if m.decoder_config else m.decoder
+  return edjax.from_encoder_decoder_pretrained(enc, dec, rng=config.seed,
+                                               tie_encoder_decoder=m.tie_encoder_decoder,
+                                               dtype=dtype, **kwargs)
+
+
+def encoder_model_config(config):
+  """The encoder's model config (init_from's config.json, encoder_config, or the encoder
+  checkpoint's config.json)."""
+  if config.init_from and not is_workdir(config.init_from):
+    return load_config_file(resolve_path(config.init_from)).encoder
+  return _part_config(config.model.encoder_config, config.model.encoder)
+
+
+def image_processor_for(config) -> ImageProcessor:
+  """data.image_processor (a dir with preprocessor_config.json), else init_from's or the encoder
+  checkpoint's preprocessor_config.json, else ViTImageProcessor defaults at the encoder's image
+  size (also for DeiT, as TrOCR's processor does: a plain resize never crops a text line's ends)."""
+  for path in (config.data.get("image_processor", ""), config.init_from, config.model.encoder):
+    if path and os.path.isdir(path) and os.path.exists(os.path.join(path, "preprocessor_config.json")):
+      return ImageProcessor.from_dir(path)
+  return ImageProcessor.for_image_size(*encoder_model_config(config).image_hw, model_type="vit")
+
+
+# ----------------------------------------------------------------------------- sharding
+
+
+@dataclasses.dataclass(frozen=True)
+class StateLayout:
+  """Where the train state {step, params, opt_state, rng} lives: its NamedShardings and the
+  abstract arrays (shape, dtype, sharding) that checkpoint restores fill."""
+  params: Any  # NamedSharding per param
+  state: dict  # {step, params, opt_state, rng} -> NamedSharding(s)
+  abstract: dict  # the same tree of jax.ShapeDtypeStruct
+
+
+def state_layout(model, optimizer, mesh, rules) -> StateLayout:
+  """Params sharded by their logical axes and the rules; optimizer moments like their params;
+  step, RNG and optimizer counters replicated. Params are float32 whatever the compute dtype."""
+  shapes = model.param_shapes()
+  param_sh = partitioning.param_shardings(model.logical_axes(), shapes, mesh, rules)
+  rep = partitioning.replicated(mesh)
+  opt_shapes = jax.eval_shape(optimizer.init, shapes)
+  opt_sh = optax.tree_map_params(optimizer, lambda _, s: s, opt_shapes, param_sh,
+                                 transform_non_params=lambda _: rep)
+  struct = lambda dtype: (lambda s, sh: jax.ShapeDtypeStruct(s.shape, dtype or s.dtype,  # noqa: E731
+                                                              sharding=sh))
+  abstract = dict(step=jax.ShapeDtypeStruct((), jnp.int32, sharding=rep),
+                  params=jax.tree_util.tree_map(struct(jnp.float32), shapes, param_sh),
+                  opt_state=jax.tree_util.tree_map(struct(None), opt_shapes, opt_sh),
+                  rng=jax.ShapeDtypeStruct((2,), jnp.uint32, sharding=rep))
+  return StateLayout(params=param_sh, state=dict(step=rep, params=param_sh, opt_state=opt_sh,
+                                                 rng=rep), abstract=abstract)
+
+
+def new_state(params, optimizer, seed: int, layout: StateLayout) -> dict:
+  """Step 0 of a run that starts from `params`: fresh optimizer state, RNG from the seed."""
+  make = lambda p: dict(step=jnp.array(0, jnp.int32), params=p, opt_state=optimizer.init(p),  # noqa: E731
+                        rng=jax.random.PRNGKey(seed))
+  return jax.jit(make, out_shardings=layout.state)(jax.device_put(params, layout.params))
+
+
+# ----------------------------------------------------------------------------- where training starts
+
+
+def start_training(config, ids: dict, dtype, optimizer, mesh, rules, ckpt: ckpt_lib.Checkpointer
+                   ) -> tuple[Any, StateLayout, dict, int]:
+  """(model, layout, state, start_step): the model and where its training starts.
+
+  The order is important; the first that applies wins:
+    1. resume: this workdir's newest checkpoint that restores (params, optimizer state, step,
+       RNG, data position), so rerunning a command continues it whatever else the config says;
+    2. config.init_from: another run's workdir (its newest params; optimizer, step and RNG start
+       fresh) or an HF directory / edjax export (its weights and special ids);
+    3. warm start: from_encoder_decoder_pretrained(model.encoder, model.decoder), fresh
+       cross-attention;
+    4. random init (model.random_init, or encoder_config + decoder_config).
+  The architecture comes from 2 (an HF dir / export) or else from 3 / 4 even when resuming (a run
+  resumes the model it started with), so it is read first; its weights are used only when
+  nothing before them applies. `ids` (the decoder tokenizer's start / eos / pad ids) go into
+  the model config of 3 and 4; an init_from checkpoint keeps its own.
+  """
+  from_run = bool(config.init_from) and is_workdir(config.init_from)
+  random_config = random_init_config(config)
+  params_fn: Callable[[], Any]
+  if config.init_from and not from_run:  # 2. an HF dir or an edjax export
+    model, params = edjax.from_pretrained(config.init_from, dtype=dtype)
+    params_fn = lambda: params  # noqa: E731
+  elif random_config is None:  # 3. warm start
+    model, params = warm_start(config, ids, dtype)
+    params_fn = lambda: params  # noqa: E731
+  else:  # 4. random init
+    model = model_for_config(random_config.replace(**ids), dtype=dtype)
+    params_fn = lambda: model.init(config.seed)  # noqa: E731
+  layout = state_layout(model, optimizer, mesh, rules)
+
+  restored = ckpt.restore_latest(layout.abstract)  # 1. resume
+  if restored is not None:
+    state, meta = restored
+    step = int(meta["step"])
+    if int(meta.get("data_position", step)) != step:
+      raise ValueError(f"checkpoint meta {meta} has an inconsistent data position")
+    log.info("resumed from step %d (%s)", step, ckpt.directory)
+    return model, layout, state, step
+  if from_run:  # 2. another run's params
+    other = ckpt_lib.Checkpointer(os.path.join(config.init_from, "checkpoints"), async_save=False)
+    found = other.restore_latest(layout.abstract)
+    if found is None:
+      raise FileNotFoundError(f"init_from={config.init_from}: no restorable checkpoint in "
+                              f"{other.directory}")
+    log.info("initialised params from %s (step %s)", other.directory, found[1].get("step"))
+    return model, layout, new_state(found[0]["params"], optimizer, config.seed, layout), 0
+  return model, layout, new_state(params_fn(), optimizer, config.seed, layout), 0
+
+
+# ----------------------------------------------------------------------------- train step
+
+
+def compute_loss(model, params, batch, rng, label_smoothing):
+  """(sum of token losses, token count) of one micro-batch, dropout on."""
+  return token_loss(model, params, batch, dropout_rng=rng, label_smoothing=label_smoothing)
+
+
+def make_train_step(model, optimizer, config):
+  """(state, batch) -> (new state, metrics). Gradients are token-weighted over all micro-batches,
+  so grad_accum_steps=k equals one k-times larger batch. Dropout is keyed by fold_in(rng, step)."""
+  accum = config.grad_accum_steps
+
+  def grads_of(params, micro, rng):
+    f = lambda p: compute_loss(model, p, micro, rng, config.label_smoothing)  # noqa: E731
+    (total, count), grads = jax.value_and_grad(f, has_aux=True)(params)
+    return total, count, grads
+
+  def train_step(state, batch):
+    rng = jax.random.fold_in(state["rng"], state["step"])
+    if accum == 1:
+      total, count, grads = grads_of(state["params"], batch, rng)
+    else:  # [b, ...] -> [accum, b / accum, ...], scanned
+      micro = jax.tree_util.tree_map(lambda x: x.reshape(accum, -1, *x.shape[1:]), batch)
+      zeros = jax.tree_util.tree_map(jnp.zeros_like, state["params"])
+
+      def body(carry, xs):
+        i, mb = xs
+        t, c, g = grads_of(state["params"], mb, jax.random.fold_in(rng, i))
+        return (carry[0] + t, carry[1] + c, jax.tree_util.tree_map(jnp.add, carry[2], g)), None
+      (total, count, grads), _ = jax.lax.scan(body, (0.0, 0, zeros), (jnp.arange(accum), micro))
+    count = jnp.maximum(count, 1)
+    grads = jax.tree_util.tree_map(lambda g: g / count, grads)
+    updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
+    params = optax.apply_updates(state["params"], updates)
+    new = dict(step=state["step"] + 1, params=params, opt_state=opt_state, rng=state["rng"])
+    return new, {"loss": total / count, "grad_norm": optax.global_norm(grads), "tokens": count}
+  return train_step
+
+
+# ----------------------------------------------------------------------------- export
+
+
+def copy_tokenizer_files(src: str, dst: str) -> None:
+  """Tokenizer files next to the exported weights, so `predict --checkpoint=dst` needs no flag."""
+  for name in TOKENIZER_FILES:
+    if os.path.exists(os.path.join(src, name)):
+      with open(os.path.join(src, name), "rb") as f:
+        fileio.atomic_write(os.path.join(dst, name), f.read())
+
+
+def export(model, params, config, processor, directory: str) -> None:
+  """HF format (config.json, model.safetensors, generation_config.json) + the decoder's tokenizer
+  files (+ preprocessor_config.json for images): predict.py, transformers and from_pretrained
+  read it."""
+  edjax.save_pretrained(model, params, directory)
+  copy_tokenizer_files(resolve_path(config.data.decoder_tokenizer or config.data.tokenizer),
+                       directory)
+  if processor is not None:  # predict.py reads images with the training preprocessing
+    processor.save(directory)
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Runs (or resumes) training in `workdir`; returns the final eval metrics, with "step" and
+  "examples" (three (source, prediction, reference) rows)."""
+  check_config(config)
+  if config.distributed:
+    jax.distributed.initialize()
+  is_main = jax.process_index() == 0
+  os.makedirs(workdir, exist_ok=True)
+  if is_main:
+    fileio.atomic_write(os.path.join(workdir, "config.json"), config.to_json_best_effort(indent=2))
+
+  # --- mesh
+  mesh = partitioning.make_mesh(config.mesh)
+  rules = tuple(tuple(r) for r in config.logical_axis_rules)
+  log.info("mesh %s over %d devices", dict(mesh.shape), mesh.devices.size)
+
+  # --- data
+  enc_tok = Tokenizer.from_dir(resolve_path(config.data.tokenizer))
+  dec_tok = (Tokenizer.from_dir(resolve_path(config.data.decoder_tokenizer))
+             if config.data.decoder_tokenizer else enc_tok)
+  vision = data_lib.modality(config.data.name) == "image"  # pixel_values, not input_ids
+  processor = image_processor_for(config) if vision else None
+  train_stream, eval_set = data_lib.build_dataset(
+      config.data, encoder_tokenizer=None if vision else enc_tok, decoder_tokenizer=dec_tok,
+      image_processor=processor, global_batch_size=config.batch_size, seed=config.seed,
+      process_index=jax.process_index(), process_count=jax.process_count())
+  ids = dict(decoder_start_token_id=dec_tok.bos_id, eos_token_id=dec_tok.eos_id,
+             pad_token_id=dec_tok.pad_id)
+
+  # --- model, sharding, checkpoint: where training starts (see start_training)
+  dtype = jnp.bfloat16 if config.compute_dtype == "bfloat16" else jnp.float32
+  optimizer = opt_lib.make_optimizer(config.optimizer, config.total_steps)
+  ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
+                               config.checkpoint.max_to_keep, config.checkpoint.async_save)
+  model, layout, state, start_step = start_training(config, ids, dtype, optimizer, mesh, rules,
+                                                    ckpt)
+  last_good = start_step if start_step > 0 else None
+  batch_sh = partitioning.batch_sharding(mesh, rules)
+
+  def shard_batch(local: dict) -> dict:  # this host's rows -> one global array per key
+    return {k: jax.make_array_from_process_local_data(batch_sh, np.asarray(v))
+            for k, v in local.items()}
+
+  # --- train step
+  rep = partitioning.replicated(mesh)
+  train_step = jax.jit(make_train_step(model, optimizer, config),
+                       in_shardings=(layout.state, batch_sh), out_shardings=(layout.state, rep),
+                       donate_argnums=(0,))
+
+  # --- eval
+  metrics_writer, progress_writer = writers.create_writers(workdir, enabled=is_main)
+  report_progress = writers.create_progress(config.total_steps, config.log_every_steps,
+                                            progress_writer)
+  eval_loss_fn = eval_lib.make_eval_loss_fn(model)
+  final: dict = {}
+
+  def run_eval(step: int) -> None:
+    nonlocal final
+    with report_progress.timed("eval"):
+      results, rows = eval_lib.evaluate(
+          model, state["params"], eval_set, config.eval, dec_tok, loss_fn=eval_loss_fn,
+          predictions_path=os.path.join(workdir, f"predictions_{step}.jsonl"))
+    metrics_writer.write_scalars(step, results)
+    final = dict(results, step=step, examples=rows[:3])
+
+  # --- loop
+  schedule = opt_lib.learning_rate_schedule(config.optimizer.learning_rate,
+                                            config.optimizer.warmup_steps, config.total_steps,
+                                            config.optimizer.decay)
+  window, window_tokens, window_start = [], 0, time.monotonic()
+  for step in range(start_step, config.total_steps):
+    state, step_metrics = train_step(state, shard_batch(train_stream.batch(step)))
+    loss = float(step_metrics["loss"])
+    if not math.isfinite(loss):
+      ckpt.wait()
+      where = f"step {last_good}" if last_good is not None else "none saved yet"
+      raise NonFiniteLossError(
+          f"loss is {loss} at step {step + 1}: stopping. The last good checkpoint ({where}) in "
+          f"{ckpt.directory} is kept; lower optimizer.learning_rate or check the data.")
+    window.append(loss)
+    window_tokens += int(step_metrics["tokens"])
+    done = step + 1
+    report_progress(done)
+    if done % config.log_every_steps == 0 or done == config.total_steps:
+      now = time.monotonic()
+      metrics_writer.write_scalars(done, {
+          "train/loss": float(np.mean(window)), "train/grad_norm": float(step_metrics["grad_norm"]),
+          "train/learning_rate": float(schedule(done)),
+          "train/tokens_per_sec": window_tokens / max(now - window_start, 1e-9)})
+      window, window_tokens, window_start = [], 0, now
+    if done % config.checkpoint_every_steps == 0 or done == config.total_steps:
+      with report_progress.timed("checkpoint"):
+        ckpt.save(done, state, {"step": done, "data_position": done, "seed": config.seed})
+      last_good = done
+    if done % config.eval_every_steps == 0 or done == config.total_steps:
+      run_eval(done)
+  if start_step >= config.total_steps and not final:  # a finished run only re-evaluates
+    run_eval(start_step)
+  if config.export_hf and is_main:
+    export(model, jax.device_get(state["params"]), config, processor,
+           os.path.join(workdir, "export"))
+  ckpt.close()
+  metrics_writer.close()
+  return final

@@ -217,18 +217,14 @@ def start_training(config, ids: dict, dtype, optimizer, mesh, rules, ckpt: ckpt_
 # ----------------------------------------------------------------------------- train step
 
 
-def compute_loss(model, params, batch, rng, label_smoothing):
-  """(sum of token losses, token count) of one micro-batch, dropout on."""
-  return token_loss(model, params, batch, dropout_rng=rng, label_smoothing=label_smoothing)
-
-
 def make_train_step(model, optimizer, config):
   """(state, batch) -> (new state, metrics). Gradients are token-weighted over all micro-batches,
   so grad_accum_steps=k equals one k-times larger batch. Dropout is keyed by fold_in(rng, step)."""
   accum = config.grad_accum_steps
 
   def grads_of(params, micro, rng):
-    f = lambda p: compute_loss(model, p, micro, rng, config.label_smoothing)  # noqa: E731
+    f = lambda p: token_loss(model, p, micro, dropout_rng=rng,  # noqa: E731
+                             label_smoothing=config.label_smoothing)  # dropout on
     (total, count), grads = jax.value_and_grad(f, has_aux=True)(params)
     return total, count, grads
 

@@ -1,6 +1,9 @@
 """BERT and RoBERTa: config, encoder (`BertModel`), causal-LM decoder with cross-attention
 (`BertLMHeadModel` / `RobertaForCausalLM`) and their HF conversion rules.
 
+XLM-RoBERTa and CamemBERT are RoBERTa under other `model_type`s (their own config defaults; the
+body is still named `roberta`, HF's base_model_prefix for both).
+
 RoBERTa differs only in config defaults, positions (`padding_idx + 1 + cumsum(ids != pad)` for
 real tokens and `padding_idx` for pads, HF `create_position_ids_from_input_ids`) and the names of
 its LM head's tensors.
@@ -29,6 +32,8 @@ class BertConfig(HFLayerNames, HFConfig):
   """transformers.BertConfig fields (BERT, also the base of RoBERTa)."""
 
   model_type: ClassVar[str] = "bert"
+  # HF's base_model_prefix: the body's name inside BertLMHeadModel / *ForCausalLM.
+  base_model_prefix: ClassVar[str] = "bert"
   vocab_size: int = 30522
   hidden_size: int = 768
   num_hidden_layers: int = 12
@@ -72,6 +77,7 @@ class RobertaConfig(BertConfig):
   """
 
   model_type: ClassVar[str] = "roberta"
+  base_model_prefix: ClassVar[str] = "roberta"
   vocab_size: int = 50265
   pad_token_id: int | None = 1
   bos_token_id: int | None = 0
@@ -84,6 +90,26 @@ class RobertaConfig(BertConfig):
   @property
   def padding_offset_positions(self) -> bool:
     return True
+
+
+@dataclasses.dataclass(frozen=True)
+class XLMRobertaConfig(RobertaConfig):
+  """transformers.XLMRobertaConfig: RoBERTa's model under `xlm-roberta` (body `roberta`).
+
+  HF's defaults: RoBERTa's special ids, BERT's vocab_size (30522; xlm-roberta-base has 250002).
+  """
+
+  model_type: ClassVar[str] = "xlm-roberta"
+  vocab_size: int = 30522
+
+
+@dataclasses.dataclass(frozen=True)
+class CamembertConfig(RobertaConfig):
+  """transformers.CamembertConfig: RoBERTa's model under `camembert` (body `roberta`); HF's
+  defaults as XLMRobertaConfig's (vocab_size 30522; camembert-base has 32005)."""
+
+  model_type: ClassVar[str] = "camembert"
+  vocab_size: int = 30522
 
 
 def block_config(config: BertConfig) -> layers.BlockConfig:
@@ -197,16 +223,17 @@ class BertLMHead(nn.Module):
 
 
 class BertLMHeadModel(layers.CausalLM):
-  """transformers.BertLMHeadModel / RobertaForCausalLM; the body is named by model_type."""
+  """transformers.BertLMHeadModel / RobertaForCausalLM (XLM-R, CamemBERT); the body is named by
+  HF's base_model_prefix."""
 
   def setup(self):
     # HF's base_model_prefix ('bert' / 'roberta') names the body.
-    setattr(self, self.config.model_type, BertModel(self.config, add_pooling_layer=False,
-                                                    dtype=self.dtype))
+    setattr(self, self.config.base_model_prefix,
+            BertModel(self.config, add_pooling_layer=False, dtype=self.dtype))
     self.lm_head = BertLMHead(self.config, self.dtype)
 
   def body(self) -> BertModel:
-    return getattr(self, self.config.model_type)
+    return getattr(self, self.config.base_model_prefix)
 
   def lm_logits(self, hidden: Array) -> Array:
     return self.lm_head(hidden, self.body().embeddings.word_embeddings.embedding)
@@ -261,7 +288,7 @@ def encoder_rules(config: BertConfig, hf: str, flax: str) -> list[convert.Rule]:
 
 
 def decoder_rules(config: BertConfig, hf: str, flax: str) -> list[convert.Rule]:
-  base = config.model_type
+  base = config.base_model_prefix
   return (body_rules(config, f"{hf}{base}.", f"{flax}{base}/", pooler=False)
           + lm_head_rules(config, hf, flax))
 
@@ -269,7 +296,7 @@ def decoder_rules(config: BertConfig, hf: str, flax: str) -> list[convert.Rule]:
 def _architecture(config_class: type) -> registry.Architecture:
   return registry.Architecture(
       config_class=config_class, modality=registry.TEXT,
-      base_model_prefix=config_class.model_type,
+      base_model_prefix=config_class.base_model_prefix,
       encoder=BertModel, decoder=BertLMHeadModel,
       encoder_rules=encoder_rules, decoder_rules=decoder_rules,
       check_inputs=inputs.check_text_inputs, dummy_inputs=inputs.text_dummy_inputs,
@@ -281,4 +308,5 @@ def _architecture(config_class: type) -> registry.Architecture:
                        r"(^|\.)lm_head\.decoder\.weight$"))
 
 
-ARCHITECTURES = (_architecture(BertConfig), _architecture(RobertaConfig))
+ARCHITECTURES = (_architecture(BertConfig), _architecture(RobertaConfig),
+                 _architecture(XLMRobertaConfig), _architecture(CamembertConfig))

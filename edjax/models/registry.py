@@ -24,13 +24,15 @@ from edjax.model_configs import ConfigError
 # One line per family: the modules that define ARCHITECTURES. Registration order is the order
 # error messages list families in.
 FAMILIES = (
-    "edjax.models.bert",  # bert, roberta
+    "edjax.models.bert",  # bert, roberta, xlm-roberta, camembert
     "edjax.models.gpt2",  # gpt2
     "edjax.models.vit",  # vit, deit
     "edjax.models.trocr",  # trocr
     "edjax.models.swin",  # swin, donut-swin
     "edjax.models.bart",  # bart, mbart
     "edjax.models.beit",  # beit
+    "edjax.models.bert_generation",  # bert-generation
+    "edjax.models.electra",  # electra
 )
 
 Rules = Callable[[Any, str, str], list]  # (config, hf_prefix 'x.', flax_prefix 'x/') -> [Rule]

@@ -11,7 +11,8 @@ TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermed
 
 def tiny_hf_config(model_type: str, hidden: int = 32, vocab: int = 99, decoder: bool = False,
                    **overrides):
-  """A small transformers config of `model_type` ('bert' | 'roberta' | 'gpt2' | 'bart' | 'mbart')."""
+  """A small transformers config of `model_type` ('bert' | 'roberta' | 'gpt2' | 'bart' | 'mbart' |
+  'xlm-roberta' | 'camembert' | 'bert-generation' | 'electra')."""
   extra = dict(is_decoder=True, add_cross_attention=True) if decoder else {}
   if model_type == "bert":
     cfg = transformers.BertConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=2,
@@ -31,6 +32,18 @@ def tiny_hf_config(model_type: str, hidden: int = 32, vocab: int = 99, decoder: 
               decoder_ffn_dim=37, encoder_layers=2, encoder_attention_heads=4, encoder_ffn_dim=37,
               max_position_embeddings=64, **extra)  # encoder_layers = decoder_layers: HF sizes
     # its decode cache by num_hidden_layers, which BartConfig aliases to encoder_layers
+  elif model_type in ("xlm-roberta", "camembert"):
+    cls = transformers.XLMRobertaConfig if model_type == "xlm-roberta" else transformers.CamembertConfig
+    cfg = cls(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=2, num_attention_heads=4,
+              intermediate_size=37, max_position_embeddings=66, **extra)
+  elif model_type == "bert-generation":
+    cfg = transformers.BertGenerationConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=2,
+                                            num_attention_heads=4, intermediate_size=37,
+                                            max_position_embeddings=64, **extra)
+  elif model_type == "electra":  # embeddings narrower than the layers: embeddings_project
+    cfg = transformers.ElectraConfig(vocab_size=vocab, embedding_size=16, hidden_size=hidden,
+                                     num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
+                                     max_position_embeddings=64, **extra)
   else:
     raise ValueError(model_type)
   for k, v in overrides.items():

@@ -45,9 +45,14 @@ def _cfg(**kw) -> ml_collections.ConfigDict:
   return cfg
 
 
+def _build(cfg, image_processor, decoder_tokenizer, **kw):
+  return edjax.data.build_dataset(cfg, decoder_tokenizer=decoder_tokenizer,
+                                  image_processor=image_processor, **kw)
+
+
 @pytest.fixture(scope="module")
 def built(tok):
-  return vision_pipeline.build_vision(_cfg(), _processor, tok, global_batch_size=8, seed=0)
+  return _build(_cfg(), _processor, tok, global_batch_size=8, seed=0)
 
 
 def _decode(tok: Tokenizer, labels: np.ndarray) -> list[str]:
@@ -238,7 +243,7 @@ def test_train_stream_is_pure_in_seed_and_step(built, tok):
   assert b5["decoder_attention_mask"].dtype == np.int32
   np.testing.assert_array_equal(b5["decoder_attention_mask"], (b5["labels"] != -100).astype(int))
   stream.batch(40)  # another epoch in between: no state
-  again, _ = vision_pipeline.build_vision(_cfg(), _processor, tok, global_batch_size=8, seed=0)
+  again, _ = _build(_cfg(), _processor, tok, global_batch_size=8, seed=0)
   for key in b5:
     np.testing.assert_array_equal(b5[key], stream.batch(5)[key])
     np.testing.assert_array_equal(b5[key], again.batch(5)[key])
@@ -246,18 +251,18 @@ def test_train_stream_is_pure_in_seed_and_step(built, tok):
   np.testing.assert_array_equal(b5["pixel_values"], _processor(stream.data.images.images(idx)))
   assert _decode(tok, b5["labels"]) == [
       _squash(stream.data.images.text(i)) for i in idx]
-  reseeded, _ = vision_pipeline.build_vision(_cfg(), _processor, tok, global_batch_size=8, seed=1)
+  reseeded, _ = _build(_cfg(), _processor, tok, global_batch_size=8, seed=1)
   assert not np.array_equal(reseeded.indices(5), idx)
-  hosts = [vision_pipeline.build_vision(_cfg(), _processor, tok, global_batch_size=8, seed=0,
-                                        process_index=p, process_count=2)[0] for p in (0, 1)]
+  hosts = [_build(_cfg(), _processor, tok, global_batch_size=8, seed=0,
+                  process_index=p, process_count=2)[0] for p in (0, 1)]
   halves = [h.batch(5)["pixel_values"] for h in hosts]
   np.testing.assert_array_equal(np.concatenate(halves), b5["pixel_values"])
 
 
 def test_render_seed_changes_data_not_training_order(built, tok):
   stream, eval_set = built
-  other, other_eval = vision_pipeline.build_vision(_cfg(render_seed=3), _processor, tok,
-                                                   global_batch_size=8, seed=0)
+  other, other_eval = _build(_cfg(render_seed=3), _processor, tok,
+                             global_batch_size=8, seed=0)
   np.testing.assert_array_equal(other.indices(2), stream.indices(2))
   assert other_eval.references != eval_set.references
   assert not np.array_equal(other.batch(2)["pixel_values"], stream.batch(2)["pixel_values"])
@@ -284,7 +289,7 @@ def test_eval_set(built, tok):
     (dict(image_height=8), "image_height"), (dict(image_width=16), "image_width"),
     (dict(max_words=0), "max_words"), (dict(max_target_length=1), "max_target_length"),
     (dict(render_seed=-1), "render_seed"), (dict(num_train=2.5), "num_train"),
-    (dict(name="coco"), "unknown image-text dataset"),
+    (dict(name="coco"), "unknown dataset name 'coco'"),
     (dict(max_target_length=4), "raise data.max_target_length"),
     (dict(max_words=1, num_train=10**5), "distinct text lines"),
 ])
@@ -292,20 +297,20 @@ def test_bad_config_errors(tok, override, match):
   cfg = _cfg().to_dict()  # a plain dict works too (and takes the float)
   cfg.update(override)
   with pytest.raises(ValueError, match=match):
-    vision_pipeline.build_vision(cfg, _processor, tok, global_batch_size=8, seed=0)
+    _build(cfg, _processor, tok, global_batch_size=8, seed=0)
 
 
 def test_bad_arguments_errors(tok, tmp_path):
   with pytest.raises(ValueError, match="divisible by process_count"):
-    vision_pipeline.build_vision(_cfg(), _processor, tok, global_batch_size=7, seed=0,
-                                 process_count=2)
+    _build(_cfg(), _processor, tok, global_batch_size=7, seed=0,
+           process_count=2)
   with pytest.raises(ValueError, match="seed"):
-    vision_pipeline.build_vision(_cfg(), _processor, tok, global_batch_size=8, seed=-1)
+    _build(_cfg(), _processor, tok, global_batch_size=8, seed=-1)
   with pytest.raises(ValueError, match="callable"):
-    vision_pipeline.build_vision(_cfg(), None, tok, global_batch_size=8, seed=0)
+    _build(_cfg(), None, tok, global_batch_size=8, seed=0)
   with pytest.raises(FileNotFoundError, match="data_dir"):
-    vision_pipeline.build_vision(_cfg(data_dir=str(tmp_path)), _processor, tok,
-                                 global_batch_size=8, seed=0)
+    _build(_cfg(data_dir=str(tmp_path)), _processor, tok,
+           global_batch_size=8, seed=0)
   for bad in (lambda x: x, lambda x: _processor(x).transpose(0, 2, 3, 1)):  # uint8, NHWC
     data = vision_pipeline.ImageTextData(ocr.RenderedOCR(["a word"]), ["a word"], tok, bad,
                                          max_target_length=8)
@@ -326,19 +331,19 @@ def test_character_targets_spell_words_in_the_same_vocabulary(tok, lines):
     assert tok.decode_batch([pieces]) == tok.decode_batch([usual])
     words = [t.lstrip("#") for t in (tok.tok.id_to_token(i) for i in pieces)]
     assert all(len(w) == 1 for w in words) or "é" in text, words
-  stream, eval_set = vision_pipeline.build_vision(
+  stream, eval_set = _build(
       _cfg(target_units="characters"), ImageProcessor.for_image_size(32, 128), tok,
       global_batch_size=8, seed=0)
   batch = next(eval_set.batches(8))
   decoded = _decode(tok, batch["labels"])
   assert [_squash(d) for d in decoded] == [_squash(t) for _, t in eval_set.examples[:8]]
-  subword = vision_pipeline.build_vision(_cfg(), ImageProcessor.for_image_size(32, 128), tok,
-                                         global_batch_size=8, seed=0)[1]
+  subword = _build(_cfg(), ImageProcessor.for_image_size(32, 128), tok,
+                   global_batch_size=8, seed=0)[1]
   assert (next(eval_set.batches(8))["decoder_attention_mask"].sum()
           > next(subword.batches(8))["decoder_attention_mask"].sum())
   with pytest.raises(ValueError, match="target_units"):
-    vision_pipeline.build_vision(_cfg(target_units="bytes"), ImageProcessor.for_image_size(32, 128),
-                                 tok, global_batch_size=8, seed=0)
+    _build(_cfg(target_units="bytes"), ImageProcessor.for_image_size(32, 128),
+           tok, global_batch_size=8, seed=0)
 
 
 def test_character_targets_need_a_wordpiece_vocabulary():

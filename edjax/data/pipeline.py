@@ -57,9 +57,6 @@ from edjax.data.streams import (EvalSet, IndexedStream, base_name, check_seed, c
                                 config_value)
 from edjax.losses import IGNORE_INDEX
 from edjax.processing.tokenizers import Tokenizer
-# TODO(data): the trainer still calls pipeline.roundtrip_*; delete once it imports them from
-# edjax.processing.tokenizers.
-from edjax.processing.tokenizers import roundtrip_references, roundtrip_texts  # noqa: F401
 
 EVAL_SUBSET_SEED = 0
 EVAL_ORDERS = ("shuffled", "file")
@@ -297,23 +294,6 @@ def build_text(data_config, *, encoder_tokenizer: Tokenizer, decoder_tokenizer: 
                src_len, tgt_len, time.time() - t0,
                100 * np.mean(train.source_len >= src_len), 100 * np.mean(train.target_len >= tgt_len))
   return stream, EvalSet(evals, eval_data, process_index=process_index,
-                         process_count=process_count)
-
-
-def build(data_config, encoder_tokenizer: Tokenizer, decoder_tokenizer: Tokenizer, *,
-          global_batch_size: int, seed: int, process_index: int = 0,
-          process_count: int = 1) -> tuple[IndexedStream, EvalSet]:
-  """`build_text` with positional tokenizers (the trainer's call until it uses build_dataset)."""
-  return build_text(data_config, encoder_tokenizer=encoder_tokenizer,
-                    decoder_tokenizer=decoder_tokenizer, global_batch_size=global_batch_size,
-                    seed=seed, process_index=process_index, process_count=process_count)
-
-
-def build_eval(data_config, encoder_tokenizer: Tokenizer, decoder_tokenizer: Tokenizer, *,
-               process_index: int = 0, process_count: int = 1) -> EvalSet:
-  """`build_text_eval` with positional tokenizers (the study's call until it uses the registry)."""
-  return build_text_eval(data_config, encoder_tokenizer=encoder_tokenizer,
-                         decoder_tokenizer=decoder_tokenizer, process_index=process_index,
                          process_count=process_count)
 
 

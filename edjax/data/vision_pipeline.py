@@ -30,13 +30,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from edjax.data import registry
-from edjax.data.streams import check_seed, check_sharding, config_value
 from edjax.losses import IGNORE_INDEX
 from edjax.processing.tokenizers import Tokenizer
-
-# TODO(data): the trainer's old dispatch; delete once it asks edjax.data.modality(name).
-NAMES = ("rendered_ocr", "coco_captions")
 
 ImageProcessor = Callable[[np.ndarray], np.ndarray]  # uint8 [n, h, w, 3] -> float32 [n, C, H, W]
 
@@ -107,25 +102,3 @@ def tokenize_targets(texts: Sequence[str], tokenizer: Tokenizer, max_target_leng
           f"{max_target_length} tokens (e.g. {texts[full[j]]!r}: {need[j]}): raise "
           f"data.max_target_length to {int(need.max())} or shorten the texts")
   return ids.astype(np.int32), lengths
-
-
-def build_vision(data_config, image_processor: ImageProcessor, decoder_tokenizer: Tokenizer, *,
-                 global_batch_size: int, seed: int, process_index: int = 0,
-                 process_count: int = 1):
-  """`edjax.data.build_dataset` for image datasets with positional arguments (the trainer's call
-  until it uses build_dataset); data_config.name defaults to 'rendered_ocr'."""
-  name = config_value(data_config, "name", "rendered_ocr")
-  image_names = sorted(n for n, spec in registry.DATASETS.items() if spec.modality == "image")
-  try:
-    spec = registry.dataset(name)
-  except ValueError:
-    spec = None
-  if spec is None or spec.modality != "image":
-    raise ValueError(f"unknown image-text dataset name {name!r}: expected one of {image_names} "
-                     "(text-to-text datasets go through edjax.data.build_dataset too)")
-  check_sharding(global_batch_size, process_index, process_count)
-  check_seed(seed)
-  registry.check_inputs(spec, None, decoder_tokenizer, image_processor)
-  return spec.build(data_config, encoder_tokenizer=None, decoder_tokenizer=decoder_tokenizer,
-                    image_processor=image_processor, global_batch_size=global_batch_size,
-                    seed=seed, process_index=process_index, process_count=process_count)

@@ -19,7 +19,9 @@ import pytest  # noqa: E402
 # Tiers (`make test-fast` runs `-m "not slow"`, `make parity` runs `-m parity`). A module is
 # marked as a whole here, so a new test file only needs a line in one of these sets.
 PARITY_MODULES = {"test_parity", "test_vision_parity", "test_vit", "test_minilm", "test_generate",
-                  "test_roundtrip", "test_convert", "test_decode_cache"}
+                  "test_roundtrip", "test_convert", "test_decode_cache", "test_bart", "test_beit",
+                  "test_swin", "test_bert_generation", "test_electra", "test_xlmr",
+                  "test_generate_controls"}
 SLOW_MODULES = {"test_train", "test_predict", "test_vision_train", "test_study", "test_minilm",
                 "test_coco_captions", "test_roundtrip", "test_generate"}
 

@@ -120,7 +120,7 @@ def image_processor_for(config) -> ImageProcessor:
   for path in (config.data.get("image_processor", ""), config.init_from, config.model.encoder):
     if path and os.path.isdir(path) and os.path.exists(os.path.join(path, "preprocessor_config.json")):
       return ImageProcessor.from_dir(path)
-  return ImageProcessor.for_image_size(*encoder_model_config(config).image_hw, model_type="vit")
+  return ImageProcessor.for_image_size(*encoder_model_config(config).image_hw)  # ViT's defaults
 
 
 # ----------------------------------------------------------------------------- sharding

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ml_collections
 
+import edjax.data
 from edjax.resources import minilm_dir
 from edjax.train.partitioning import DEFAULT_RULES
 
@@ -42,10 +43,10 @@ def get_base_config() -> ml_collections.ConfigDict:
       encoder_overrides=ml_collections.ConfigDict(),  # e.g. hidden_dropout_prob
       decoder_overrides=ml_collections.ConfigDict(),
   ))
-  c.data = ml_collections.ConfigDict(dict(
-      name="wiki_split", train_splits=("tune", "validation"), eval_split="test",
-      eval_examples=200, eval_offset=0, max_source_length=64, max_target_length=64, data_dir="",
-      tokenizer="", decoder_tokenizer="", tsv_train="", tsv_eval=""))
+  # The dataset's own defaults (one layer: edjax.data declares them), plus the tokenizers and the
+  # tsv keys so `--config.data.name=tsv --config.data.tsv_train=...` works on any recipe.
+  c.data = edjax.data.get_config("wiki_split")
+  c.data.update(dict(tokenizer="", decoder_tokenizer="", tsv_train="", tsv_eval=""))
   c.eval = ml_collections.ConfigDict(dict(
       batch_size=32, num_generate=200, num_beams=4, max_length=64, min_length=0,
       length_penalty=1.0, no_repeat_ngram_size=0, early_stopping=True,

@@ -14,6 +14,7 @@ from edjax.convert import CheckpointError
 from edjax.generation import GenerateOutput, generate
 from edjax.losses import seq2seq_loss, shift_tokens_right
 from edjax.models.encoder_decoder import EncoderDecoderModel, VisionEncoderDecoderModel
+from edjax.scoring import ScoreOutput, score
 from edjax.pretrained import (export_params, from_config, from_encoder_decoder_pretrained,
                               from_pretrained, save_pretrained)
 
@@ -24,5 +25,5 @@ __all__ = [
     "EncoderDecoderConfig", "VisionEncoderDecoderConfig", "EncoderDecoderModel",
     "VisionEncoderDecoderModel", "ConfigError", "CheckpointError", "from_pretrained",
     "from_encoder_decoder_pretrained", "from_config", "save_pretrained", "export_params",
-    "generate", "GenerateOutput", "shift_tokens_right", "seq2seq_loss",
+    "generate", "GenerateOutput", "score", "ScoreOutput", "shift_tokens_right", "seq2seq_loss",
 ]

@@ -27,6 +27,17 @@ def shift_tokens_right(labels: Array, pad_token_id: int | None,
   return jnp.where(shifted == IGNORE_INDEX, jnp.asarray(pad_token_id, labels.dtype), shifted)
 
 
+def token_log_probs(logits: Array, labels: Array) -> tuple[Array, Array, Array]:
+  """(log p(label) [batch, length], log_softmax [batch, length, vocab], valid [batch, length])
+  in fp32; positions with label -100 are not valid (their log p is that of token 0)."""
+  logits = logits.astype(jnp.float32)
+  valid = labels != IGNORE_INDEX  # [batch, length]
+  safe_labels = jnp.where(valid, labels, 0)
+  log_probs = jax.nn.log_softmax(logits, axis=-1)  # [batch, length, vocab]
+  label_log_probs = jnp.take_along_axis(log_probs, safe_labels[..., None], axis=-1)[..., 0]
+  return label_log_probs, log_probs, valid
+
+
 def seq2seq_loss(logits: Array, labels: Array, label_smoothing: float = 0.0,
                  return_count: bool = False):
   """Token cross-entropy averaged over labels != -100 (torch CrossEntropyLoss semantics).
@@ -38,11 +49,8 @@ def seq2seq_loss(logits: Array, labels: Array, label_smoothing: float = 0.0,
   if logits.shape[:-1] != labels.shape:
     raise ValueError(f"logits {logits.shape} and labels {labels.shape} disagree: logits must be "
                      "[batch, length, vocab] and labels [batch, length]")
-  logits = logits.astype(jnp.float32)
-  valid = labels != IGNORE_INDEX  # [batch, length]
-  safe_labels = jnp.where(valid, labels, 0)
-  log_probs = jax.nn.log_softmax(logits, axis=-1)  # [batch, length, vocab]
-  nll = -jnp.take_along_axis(log_probs, safe_labels[..., None], axis=-1)[..., 0]
+  label_log_probs, log_probs, valid = token_log_probs(logits, labels)
+  nll = -label_log_probs  # [batch, length]
   if label_smoothing > 0.0:
     smooth = -jnp.mean(log_probs, axis=-1)
     nll = (1.0 - label_smoothing) * nll + label_smoothing * smooth

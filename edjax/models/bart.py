@@ -27,7 +27,7 @@ Array = jax.Array
 
 
 @dataclasses.dataclass(frozen=True)
-class BartConfig(HFConfig):
+class BartConfig(trocr.BartStyleNames, HFConfig):
   """transformers.BartConfig's decoder fields (the encoder's are kept in `extra`)."""
 
   model_type: ClassVar[str] = "bart"
@@ -61,34 +61,6 @@ class BartConfig(HFConfig):
   layernorm_embedding: ClassVar[bool] = True
   pre_layer_norm: ClassVar[bool] = False
   final_layer_norm: ClassVar[bool] = False
-
-  @property
-  def hidden_size(self) -> int:
-    return self.d_model
-
-  @property
-  def num_layers(self) -> int:
-    return self.decoder_layers
-
-  @property
-  def num_heads(self) -> int:
-    return self.decoder_attention_heads
-
-  @property
-  def intermediate_size(self) -> int:
-    return self.decoder_ffn_dim
-
-  @property
-  def initializer_range(self) -> float:
-    return self.init_std
-
-  @property
-  def max_positions(self) -> int:
-    return self.max_position_embeddings
-
-  @property
-  def dropout_rate(self) -> float:
-    return self.dropout
 
 
 @dataclasses.dataclass(frozen=True)

@@ -30,8 +30,41 @@ from edjax.models.outputs import ModelOutput
 Array = jax.Array
 
 
+class BartStyleNames:
+  """Uniform accessors for configs with BART-style names (d_model, decoder_layers, ...): TrOCR's
+  and the BART family's (edjax/models/bart.py)."""
+
+  @property
+  def hidden_size(self) -> int:
+    return self.d_model
+
+  @property
+  def num_layers(self) -> int:
+    return self.decoder_layers
+
+  @property
+  def num_heads(self) -> int:
+    return self.decoder_attention_heads
+
+  @property
+  def intermediate_size(self) -> int:
+    return self.decoder_ffn_dim
+
+  @property
+  def initializer_range(self) -> float:
+    return self.init_std
+
+  @property
+  def max_positions(self) -> int:
+    return self.max_position_embeddings
+
+  @property
+  def dropout_rate(self) -> float:
+    return self.dropout
+
+
 @dataclasses.dataclass(frozen=True)
-class TrOCRConfig(HFConfig):
+class TrOCRConfig(BartStyleNames, HFConfig):
   """transformers.TrOCRConfig fields (the TrOCR text decoder: post-LN, BART-style names)."""
 
   model_type: ClassVar[str] = "trocr"
@@ -66,34 +99,6 @@ class TrOCRConfig(HFConfig):
   # post-LN layers and no LayerNorm after the last one.
   pre_layer_norm: ClassVar[bool] = False
   final_layer_norm: ClassVar[bool] = False
-
-  @property
-  def hidden_size(self) -> int:
-    return self.d_model
-
-  @property
-  def num_layers(self) -> int:
-    return self.decoder_layers
-
-  @property
-  def num_heads(self) -> int:
-    return self.decoder_attention_heads
-
-  @property
-  def intermediate_size(self) -> int:
-    return self.decoder_ffn_dim
-
-  @property
-  def initializer_range(self) -> float:
-    return self.init_std
-
-  @property
-  def max_positions(self) -> int:
-    return self.max_position_embeddings
-
-  @property
-  def dropout_rate(self) -> float:
-    return self.dropout
 
 
 LEARNED_POSITION_OFFSET = 2  # TrOCRLearnedPositionalEmbedding: num_embeddings + 2 rows

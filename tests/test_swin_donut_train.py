@@ -1,0 +1,105 @@
+"""Swin -> BERT and Donut (DonutSwin -> MBart) smoke training end to end: train a few steps on the
+rendered OCR lines, evaluate, resume without retraining, export with preprocessor_config.json,
+and predict on PNG files (edjax.predict) equal to edjax.generate on the same pixels."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import edjax
+from configs import swin_bert as swin_bert_config
+from edjax import predict
+from edjax.data import ocr
+from edjax.processing.images import ImageProcessor
+from edjax.processing.tokenizers import Tokenizer
+from edjax.train import trainer as train_lib
+
+LINES = ["gun loaded with a", "from 2004", "the new Secretariat"]
+
+
+def losses_of(workdir: str) -> dict[int, float]:
+  """{step: train/loss} of a run's metrics.jsonl."""
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    rows = [json.loads(line) for line in f]
+  return {r["step"]: r["train/loss"] for r in rows if "train/loss" in r}
+
+
+def check_trained(workdir: str, final: dict, config, model_types: tuple[str, str]):
+  """Losses logged and finite, eval ran, export loads as the expected VisionEncoderDecoder, and a
+  rerun of the finished run resumes (no step trained twice)."""
+  losses = losses_of(workdir)
+  assert sorted(losses) == list(range(config.log_every_steps, config.total_steps + 1,
+                                      config.log_every_steps))
+  assert all(np.isfinite(v) for v in losses.values())
+  assert final["step"] == config.total_steps
+  assert {"eval/loss", "eval/cer", "eval/wer"} <= set(final)
+  export = os.path.join(workdir, "export")
+  for name in ("config.json", "model.safetensors", "preprocessor_config.json"):
+    assert os.path.exists(os.path.join(export, name)), name
+  model, _ = edjax.from_pretrained(export)
+  assert isinstance(model, edjax.VisionEncoderDecoderModel)
+  assert (model.config.encoder.model_type, model.config.decoder.model_type) == model_types
+  train_lib.train_and_evaluate(config, workdir)
+  assert losses_of(workdir) == losses
+  return model
+
+
+def predict_pngs(export: str, tmp_path, height: int, width: int):
+  """(predict rows, generate output, tokenizer) for LINES rendered to PNG files."""
+  data = ocr.RenderedOCR(LINES, seed=3, split="eval", height=height, width=width)
+  names = []
+  for i in range(len(LINES)):
+    Image.fromarray(data.image(i)).save(tmp_path / f"line{i}.png")
+    names.append(f"line{i}.png")  # relative to the input file's folder
+  (tmp_path / "images.txt").write_text("\n".join(names) + "\n")
+  kwargs = dict(max_length=8, num_beams=2)
+  rows = predict.predict(export, names, export, export, batch_size=2, max_input_length=None,
+                         seed=0, gen_kwargs=kwargs, progress=open(os.devnull, "w"),
+                         input_path=str(tmp_path / "images.txt"))
+  model, params = edjax.from_pretrained(export)
+  tok = Tokenizer.from_dir(export)
+  pixels = ImageProcessor.from_dir(export)(data.images(np.arange(len(LINES))))
+  out = edjax.generate(model, params, pixel_values=pixels, **kwargs)
+  assert [r["output"] for r in rows] == tok.decode_batch(np.asarray(out.sequences))
+  np.testing.assert_allclose([r["score"] for r in rows], np.asarray(out.scores), atol=1e-5)
+  return rows, out, tok
+
+
+# ----------------------------------------------------------------------------- swin -> bert
+
+
+@pytest.fixture(scope="module")
+def swin_trained(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("swin_bert") / "run")
+  final = train_lib.train_and_evaluate(swin_bert_config.get_config("smoke"), workdir)
+  return workdir, final
+
+
+def test_swin_bert_smoke_trains_resumes_and_exports(swin_trained):
+  workdir, final = swin_trained
+  model = check_trained(workdir, final, swin_bert_config.get_config("smoke"), ("swin", "bert"))
+  assert model.config.decoder_start_token_id == 101  # MiniLM's [CLS]
+  with open(os.path.join(workdir, "export", "preprocessor_config.json")) as f:
+    assert json.load(f)["image_processor_type"] == "ViTImageProcessor"  # HF's swin default
+
+
+def test_swin_bert_predicts_png_files(swin_trained, tmp_path):
+  workdir, _ = swin_trained
+  _, out, _ = predict_pngs(os.path.join(workdir, "export"), tmp_path, 32, 128)
+  assert (np.asarray(out.sequences)[:, 0] == 101).all()
+
+
+def test_swin_bert_variants_build():
+  for variant in ("default", "pod", "pod384"):
+    c = swin_bert_config.get_config(variant)
+    assert c.data.name == "rendered_ocr"
+  pod = swin_bert_config.get_config("pod")
+  assert pod.model.encoder == "microsoft/swin-base-patch4-window7-224-in22k"
+  assert pod.model.decoder == "bert-base-uncased" and pod.compute_dtype == "bfloat16"
+  with pytest.raises(ValueError, match="unknown variant"):
+    swin_bert_config.get_config("nope")

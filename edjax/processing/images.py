@@ -1,4 +1,4 @@
-"""Image preprocessing equal to transformers' ViTImageProcessor / DeiTImageProcessor (slow, PIL).
+"""Image preprocessing equal to transformers' ViT / DeiT / Donut image processors (slow, PIL).
 
     processor = ImageProcessor.from_dir("/path/to/vit")       # reads preprocessor_config.json
     pixel_values = processor([pil_image, uint8_array])        # float32 [batch, 3, height, width]
@@ -20,6 +20,21 @@ Steps, in transformers' order (`ViTImageProcessor.preprocess`, `DeiTImageProcess
 5. Normalize (`do_normalize`): (image - mean) / std in float32.
 6. Channels first: [3, height, width].
 
+DonutImageProcessor (`DonutImageProcessor.preprocess`) replaces steps 2-3 by its own, keeping the
+aspect ratio of documents and text lines; `size` is the canvas {"height", "width"}:
+
+2a. Align long axis (`do_align_long_axis`, default off): rotate by 90 degrees clockwise
+    (`np.rot90(image, 3)`) when the image's long axis is not the canvas's.
+2b. Resize (`do_resize`): the shortest edge to min(size) with PIL (`resample`, default bilinear),
+    the long edge to int(min(size) * long / short) (`get_resize_output_image_size`).
+2c. Thumbnail (`do_thumbnail`): shrink (never grow) to fit inside size, keeping the aspect ratio
+    (int() of the scaled edge), with PIL bicubic and reducing_gap=2.0, as transformers does.
+2d. Pad (`do_pad`): zeros around the image up to size, centred (delta // 2 on top / left;
+    transformers' random_padding=False, the inference setting). An image still larger than size
+    (do_thumbnail off) is an error here, as it is in transformers' pad.
+A list `size` is (width, height) for this type, as transformers reverses it (Donut's original
+input_size order); the other types read a list as (height, width).
+
 Inputs are uint8 [height, width, channels] images (channels 1, 3 or 4, or a 2-D gray image), PIL
 images, or lists / 4-D arrays of them. Integer arrays of another dtype are accepted when their
 values lie in [0, 255]. Float arrays are rejected: transformers treats floats in [0, 1] as
@@ -30,11 +45,13 @@ wants; convert with `(np.clip(x, 0, 1) * 255).round().astype(np.uint8)` instead.
 The tf.data path (`tf_preprocess`) gives the same numbers (tests: max abs difference 0 against
 transformers). Its resize calls the same PIL resize through `tf.numpy_function`, because
 `tf.image.resize` is not PIL (other filters and sampling positions: README has the measured
-differences). Crop, rescale, normalisation and the transposition are TensorFlow ops.
+differences). Crop, rescale, normalisation and the transposition are TensorFlow ops. For
+DonutImageProcessor the whole geometry (2a-2d) runs through one `tf.numpy_function`.
 JPEG decoding: `tf_decode_image` decodes with dct_method="INTEGER_ACCURATE", which equals PIL's
 decoder (tests); TensorFlow's default (INTEGER_FAST) does not.
 
-Configs: `image_processor_type` "ViTImageProcessor" / "DeiTImageProcessor" (their "...Fast" names
+Configs: `image_processor_type` "ViTImageProcessor" / "DeiTImageProcessor" /
+"DonutImageProcessor" (their "...Fast" names
 are read as the slow processor, like `AutoImageProcessor.from_pretrained(path, use_fast=False)`),
 or the legacy `feature_extractor_type` "ViTFeatureExtractor" / "DeiTFeatureExtractor". Missing
 keys take transformers' defaults for the type; unknown keys are kept for `to_dict` / `save`.
@@ -61,7 +78,8 @@ RESAMPLE_NAMES = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "b
 
 # image_processor_type -> the processor whose semantics (and defaults) apply.
 _TYPES = {"ViTImageProcessor": "vit", "ViTImageProcessorFast": "vit",
-          "DeiTImageProcessor": "deit", "DeiTImageProcessorFast": "deit"}
+          "DeiTImageProcessor": "deit", "DeiTImageProcessorFast": "deit",
+          "DonutImageProcessor": "donut", "DonutImageProcessorFast": "donut"}
 _LEGACY_TYPES = {"ViTFeatureExtractor": "ViTImageProcessor",
                  "DeiTFeatureExtractor": "DeiTImageProcessor"}
 # The keys each processor's __init__ takes, with transformers' defaults (4.57).
@@ -73,11 +91,16 @@ _DEFAULTS = {
                  do_center_crop=True, crop_size={"height": 224, "width": 224}, do_rescale=True,
                  rescale_factor=1 / 255, do_normalize=True, image_mean=list(IMAGENET_STANDARD_MEAN),
                  image_std=list(IMAGENET_STANDARD_STD)),
+    "donut": dict(do_resize=True, size={"height": 2560, "width": 1920}, resample=2,
+                  do_thumbnail=True, do_align_long_axis=False, do_pad=True, do_rescale=True,
+                  rescale_factor=1 / 255, do_normalize=True, image_mean=list(IMAGENET_STANDARD_MEAN),
+                  image_std=list(IMAGENET_STANDARD_STD)),
 }
 # model_type (config.json) -> image_processor_type, as transformers' AutoImageProcessor maps them.
 MODEL_TYPES = {"vit": "ViTImageProcessor", "vit_mae": "ViTImageProcessor",
                "vit_msn": "ViTImageProcessor", "swin": "ViTImageProcessor",
-               "swinv2": "ViTImageProcessor", "deit": "DeiTImageProcessor"}
+               "swinv2": "ViTImageProcessor", "deit": "DeiTImageProcessor",
+               "donut-swin": "DonutImageProcessor"}
 
 
 def _size_dict(value, name: str) -> dict[str, int]:
@@ -138,6 +161,9 @@ class ImageProcessor:
   image_mean: Any = IMAGENET_STANDARD_MEAN
   image_std: Any = IMAGENET_STANDARD_STD
   do_convert_rgb: bool | None = None
+  do_thumbnail: bool = True  # DonutImageProcessor only (as are the next two)
+  do_align_long_axis: bool = False
+  do_pad: bool = True
   extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
   def __post_init__(self):
@@ -145,7 +171,8 @@ class ImageProcessor:
       raise ValueError(f"unsupported image_processor_type {self.image_processor_type!r}: edjax "
                        f"implements {sorted(_TYPES)} (and the legacy feature_extractor_type "
                        f"{sorted(_LEGACY_TYPES)})")
-    for name in ("do_resize", "do_center_crop", "do_rescale", "do_normalize"):
+    for name in ("do_resize", "do_center_crop", "do_rescale", "do_normalize", "do_thumbnail",
+                 "do_align_long_axis", "do_pad"):
       if not isinstance(getattr(self, name), (bool, np.bool_)):
         raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
     if self.do_convert_rgb is not None and not isinstance(self.do_convert_rgb, (bool, np.bool_)):
@@ -176,7 +203,7 @@ class ImageProcessor:
 
   @property
   def kind(self) -> str:
-    """'vit' or 'deit': whose preprocessing (and to_dict keys) apply."""
+    """'vit', 'deit' or 'donut': whose preprocessing (and to_dict keys) apply."""
     return _TYPES[self.image_processor_type]
 
   @classmethod
@@ -202,6 +229,8 @@ class ImageProcessor:
     # The type's own keys; the others (DeiT's do_convert_rgb, ViT's crop keys, processor_class,
     # ...) stay in `extra`, unused, as transformers keeps them as plain attributes.
     values = {**defaults, **{k: config.pop(k) for k in list(config) if k in defaults}}
+    if _TYPES[type_name] == "donut" and isinstance(values["size"], (list, tuple)):
+      values["size"] = list(values["size"])[::-1]  # transformers: a list is (width, height)
     for key in ("size", "crop_size", "image_mean", "image_std"):  # null: the __init__ default
       if key in values and values[key] is None:
         values[key] = defaults[key]
@@ -235,7 +264,8 @@ class ImageProcessor:
     ViT-family types (vit, vit_mae, vit_msn, swin, swinv2): ViTImageProcessor defaults (bilinear
     resize to height x width, mean = std = 0.5). deit: DeiTImageProcessor defaults scaled to the
     size, i.e. bicubic resize to (height * 256 // 224, width * 256 // 224) and a center crop to
-    height x width (exactly transformers' 256 / 224 at 224).
+    height x width (exactly transformers' 256 / 224 at 224). donut-swin: DonutImageProcessor
+    defaults with size height x width (aspect-keeping resize + thumbnail, centred zero padding).
     """
     if model_type not in MODEL_TYPES:
       raise ValueError(f"no default image processor for model_type {model_type!r}: expected one "
@@ -245,6 +275,8 @@ class ImageProcessor:
       return cls.from_dict({"image_processor_type": "DeiTImageProcessor", "crop_size": size,
                             "size": {"height": size["height"] * 256 // 224,
                                      "width": size["width"] * 256 // 224}})
+    if MODEL_TYPES[model_type] == "DonutImageProcessor":  # the canvas: aspect kept, then padded
+      return cls.from_dict({"image_processor_type": "DonutImageProcessor", "size": size})
     return cls.from_dict({"image_processor_type": "ViTImageProcessor", "size": size})
 
   def to_dict(self) -> dict[str, Any]:
@@ -272,6 +304,8 @@ class ImageProcessor:
     """(height, width) of every output, or None when it follows the input (no resize, no crop)."""
     if self.kind == "deit" and self.do_center_crop:
       return self.crop_size["height"], self.crop_size["width"]
+    if self.kind == "donut":  # only padding fixes the size: resize and thumbnail keep the aspect
+      return (self.size["height"], self.size["width"]) if self.do_pad else None
     if self.do_resize:
       return self.size["height"], self.size["width"]
     return None
@@ -293,6 +327,8 @@ class ImageProcessor:
   def resize_crop(self, image) -> np.ndarray:
     """Steps 1-3 (RGB, resize, center crop) of one image -> uint8 [height, width, 3]."""
     rgb = to_rgb(image)  # [h, w, 3] uint8
+    if self.kind == "donut":
+      return _donut_geometry(rgb, self)
     if self.do_resize:
       rgb = _pil_resize(rgb, self.size["height"], self.size["width"], self.resample)
     if self.kind == "deit" and self.do_center_crop:
@@ -330,7 +366,12 @@ class ImageProcessor:
       raise ValueError(f"tf_preprocess takes a uint8 image, got {image.dtype.name}: decode with "
                        "tf_decode_image or cast [0, 255] values to tf.uint8")
     image = _tf_to_rgb(image)  # [h, w, 3]
-    if self.do_resize:
+    if self.kind == "donut":
+      image = tf.numpy_function(lambda x: _donut_geometry(x, self), [image], tf.uint8,
+                                stateful=False)
+      size = self.output_size
+      image = tf.ensure_shape(image, [*(size or (None, None)), 3])
+    elif self.do_resize:
       height, width, resample = self.size["height"], self.size["width"], self.resample
       image = tf.numpy_function(lambda x: _pil_resize(x, height, width, resample), [image],
                                 tf.uint8, stateful=False)
@@ -398,11 +439,45 @@ def to_rgb(image) -> np.ndarray:
   return arr
 
 
-def _pil_resize(image: np.ndarray, height: int, width: int, resample: int) -> np.ndarray:
+def _pil_resize(image: np.ndarray, height: int, width: int, resample: int,
+                reducing_gap: float | None = None) -> np.ndarray:
   """uint8 [h, w, 3] -> uint8 [height, width, 3] with PIL, as transformers' `resize` does."""
-  resized = PIL.Image.fromarray(np.ascontiguousarray(image)).resize((width, height),
-                                                                     resample=resample)
+  resized = PIL.Image.fromarray(np.ascontiguousarray(image)).resize(
+      (width, height), resample=resample, reducing_gap=reducing_gap)
   return np.asarray(resized)
+
+
+def _donut_geometry(image: np.ndarray, p: "ImageProcessor") -> np.ndarray:
+  """DonutImageProcessor's steps 2a-2d (module docstring) of a uint8 [h, w, 3] image."""
+  out_h, out_w = p.size["height"], p.size["width"]
+  if p.do_align_long_axis:  # transformers' align_long_axis
+    in_h, in_w = image.shape[:2]
+    if (out_w < out_h and in_w > in_h) or (out_w > out_h and in_w < in_h):
+      image = np.ascontiguousarray(np.rot90(image, 3, axes=(0, 1)))
+  if p.do_resize:  # shortest edge to min(size): get_resize_output_image_size(default_to_square=False)
+    in_h, in_w = image.shape[:2]
+    target = min(out_h, out_w)
+    short, long = (in_w, in_h) if in_w <= in_h else (in_h, in_w)
+    new_short, new_long = target, int(target * long / short)
+    new_h, new_w = (new_long, new_short) if in_w <= in_h else (new_short, new_long)
+    image = _pil_resize(image, new_h, new_w, p.resample)
+  if p.do_thumbnail:  # transformers' thumbnail: bicubic, reducing_gap 2.0, never enlarges
+    in_h, in_w = image.shape[:2]
+    height, width = min(in_h, out_h), min(in_w, out_w)
+    if (height, width) != (in_h, in_w):
+      if in_h > in_w:
+        width = int(in_w * height / in_h)
+      elif in_w > in_h:
+        height = int(in_h * width / in_w)
+      image = _pil_resize(image, height, width, 3, reducing_gap=2.0)
+  if p.do_pad:  # pad_image(random_padding=False): centred zeros
+    in_h, in_w = image.shape[:2]
+    dh, dw = out_h - in_h, out_w - in_w
+    if dh < 0 or dw < 0:
+      raise ValueError(f"DonutImageProcessor cannot pad a {in_h}x{in_w} image to the smaller size "
+                       f"{out_h}x{out_w}: turn do_thumbnail on (it shrinks images to fit)")
+    image = np.pad(image, ((dh // 2, dh - dh // 2), (dw // 2, dw - dw // 2), (0, 0)))
+  return image
 
 
 def _crop_box(height: int, width: int, crop_height: int, crop_width: int):

@@ -4,7 +4,7 @@ Semantics follow transformers 4.57.6 PyTorch `generate` (`generation/utils.py` `
 `_beam_search`, `generation/logits_process.py`), not HF Flax: EOS candidates ranked anywhere in
 the top 2K can finish a beam, beams still running at `max_length` are finalised with length
 normalisation, `min_length` bans EOS while `cur_len < min_length`, and the repetition penalty
-exists.
+exists. The logits processors live in `edjax.generation_processors`.
 
 The structure is flax `examples/wmt/decode.py`: a typed loop state (`SampleState`, `BeamState`)
 with static `[batch, beams, max_length]` shapes in one `lax.while_loop` that stops as soon as
@@ -12,6 +12,12 @@ HF's stopping rule says so; the searches see the model only through a `tokens_to
 cache)` closure; beams are picked with `gather_beams` along the beam axis (so a batch-sharded
 state and cache stay sharded). `_generate_impl` runs the encoder and the cross-attention K/V
 once per input (beams share them, see `layers.dot_product_attention`) and builds the closure.
+
+A decoder prompt (`decoder_input_ids` [batch, P], HF's: every row P tokens) is padded to a
+power-of-two bucket `prompt_width` and its length P is traced, so prompts of one bucket share a
+compilation: the first P - 1 tokens fill the static cache in one prefill call before the loop,
+which then starts at cur_len = P by feeding token P - 1, exactly like a call without a prompt
+(P = 1, the start token) starts at cur_len = 1.
 """
 
 from __future__ import annotations
@@ -25,14 +31,25 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from edjax.generation_processors import (  # noqa: F401  (the beam helpers stay public here)
+    bad_words_setting, bucket_prompt_length, flatten_beam_dim, gather_beams, gather_cache_beams,
+    is_eos, last_tokens, prepare_decoder_prompt, process_scores, set_column, unflatten_beam_dim,
+    write_step)
+
 Array = jax.Array
-NEG_INF = -jnp.inf
 BEAM_MASK = -1.0e9  # HF's "never pick this" offset
 
 
 @dataclasses.dataclass(frozen=True)
 class GenerationSettings:
-  """Static settings of one compiled search (hashable: part of the jit cache key)."""
+  """Static settings of one compiled search (hashable: part of the jit cache key).
+
+  max_length is the static number of output columns: HF's max_length, or, with a decoder prompt
+  and new tokens counted from it, max_new_tokens + prompt_width (the loop then stops at the
+  traced HF max_length = max_new_tokens + P). max_new_tokens is set only in that case (without a
+  prompt resolve_settings folds it into max_length = max_new_tokens + 1). prompt_width is the
+  bucket the decoder prompt is padded to (1 without a prompt; not an HF setting).
+  """
 
   max_length: int
   decoder_start_token_id: int
@@ -51,157 +68,87 @@ class GenerationSettings:
   num_return_sequences: int = 1
   forced_bos_token_id: int | None = None
   forced_eos_token_ids: tuple[int, ...] | None = None
+  bad_words_ids: tuple[tuple[int, ...], ...] = ()  # () = off; [eos] alone is dropped, as HF
+  suppress_tokens: tuple[int, ...] = ()  # () = off
+  begin_suppress_tokens: tuple[int, ...] = ()  # () = off
+  output_scores: bool = False
+  max_new_tokens: int | None = None
+  prompt_width: int = 1
 
 
 # GenerationSettings field -> the transformers keyword that sets it, where the spellings differ:
 # HF takes one id or a list as `eos_token_id` / `forced_eos_token_id`, stored here as tuples.
 HF_KEYWORDS = {"eos_token_ids": "eos_token_id", "forced_eos_token_ids": "forced_eos_token_id"}
+_INTERNAL_FIELDS = ("prompt_width",)  # derived by resolve_settings, not a keyword
 
 # Every generation-setting keyword that `generate` / `resolve_settings` accept (HF spellings): the
-# GenerationSettings fields through HF_KEYWORDS, plus `max_new_tokens` (an alternative way to set
-# max_length = max_new_tokens + 1, the decoder prompt being the start token).
+# GenerationSettings fields through HF_KEYWORDS (max_new_tokens is an alternative way to set
+# max_length, counted after the decoder prompt as in HF).
 SETTING_NAMES: tuple[str, ...] = tuple(
-    HF_KEYWORDS.get(f.name, f.name) for f in dataclasses.fields(GenerationSettings)) + (
-        "max_new_tokens",)
+    HF_KEYWORDS.get(f.name, f.name) for f in dataclasses.fields(GenerationSettings)
+    if f.name not in _INTERNAL_FIELDS)
 
 
 @flax.struct.dataclass
 class GenerateOutput:
-  sequences: Array  # [batch * num_return_sequences, max_length] int32, start token first
-  scores: Array | None = None  # [batch * num_return_sequences] beam search sequences_scores
+  """What `generate` returns; n = batch * num_return_sequences, P = decoder prompt length (1:
+  the start token alone), steps = max_length - 1 (the static bound on generated tokens; step t
+  chose the token at sequences[:, P + t]). Steps the loop did not run hold 0.0 (scores) and -1
+  (beam_indices), HF's own mask values, so a row's sums need no masking.
 
-
-# ----------------------------------------------------------------------------- logits processors
-
-
-def _positions_before(cur_len: Array, length: int) -> Array:
-  return jnp.arange(length) < cur_len  # [length]
-
-
-def apply_repetition_penalty(scores: Array, sequences: Array, cur_len: Array,
-                             penalty: float) -> Array:
-  """HF RepetitionPenaltyLogitsProcessor over the tokens generated so far (start token included)."""
-  n, length = sequences.shape
-  valid = jnp.broadcast_to(_positions_before(cur_len, length), (n, length))
-  rows = jnp.broadcast_to(jnp.arange(n)[:, None], (n, length))
-  seen = jnp.zeros(scores.shape, bool).at[rows, sequences].max(valid)  # [n, vocab]
-  penalised = jnp.where(scores < 0, scores * penalty, scores / penalty)
-  return jnp.where(seen, penalised, scores)
-
-
-def apply_no_repeat_ngram(scores: Array, sequences: Array, cur_len: Array, size: int) -> Array:
-  """HF NoRepeatNGramLogitsProcessor: ban tokens that would repeat an n-gram of the prefix."""
-  n, length = sequences.shape
-  if size > length:
-    return scores
-  starts = jnp.arange(length - size + 1)  # candidate n-gram starts j: tokens j .. j+size-1
-  # The current (size-1)-token suffix, compared with each n-gram's first size-1 tokens.
-  suffix = jax.lax.dynamic_slice_in_dim(sequences, jnp.maximum(cur_len - size + 1, 0), size - 1,
-                                        axis=1) if size > 1 else sequences[:, :0]  # [n, size-1]
-  windows = jnp.stack([sequences[:, k:k + starts.shape[0]] for k in range(size)], axis=-1)
-  match = jnp.all(windows[:, :, :size - 1] == suffix[:, None, :], axis=-1)  # [n, starts]
-  match &= (starts + size <= cur_len)[None, :] & (cur_len + 1 >= size)
-  rows = jnp.broadcast_to(jnp.arange(n)[:, None], match.shape)
-  banned = jnp.zeros(scores.shape, bool).at[rows, windows[:, :, size - 1]].max(match)
-  return jnp.where(banned, NEG_INF, scores)
-
-
-def _force(scores: Array, token_ids: tuple[int, ...]) -> Array:
-  forced = jnp.full_like(scores, NEG_INF)
-  return forced.at[:, jnp.array(token_ids)].set(0.0)
-
-
-def apply_top_k(scores: Array, top_k: int) -> Array:
-  top_k = min(top_k, scores.shape[-1])
-  kth = jax.lax.top_k(scores, top_k)[0][..., -1:]
-  return jnp.where(scores < kth, NEG_INF, scores)
-
-
-def apply_top_p(scores: Array, top_p: float) -> Array:
-  """HF TopPLogitsWarper: drop the low tail whose cumulative probability is <= 1 - top_p."""
-  order = jnp.argsort(scores, axis=-1)  # ascending
-  sorted_scores = jnp.take_along_axis(scores, order, axis=-1)
-  cumulative = jnp.cumsum(jax.nn.softmax(sorted_scores, axis=-1), axis=-1)
-  remove_sorted = (cumulative <= 1.0 - top_p).at[..., -1].set(False)
-  remove = jnp.take_along_axis(remove_sorted, jnp.argsort(order, axis=-1), axis=-1)
-  return jnp.where(remove, NEG_INF, scores)
-
-
-def process_scores(scores: Array, sequences: Array, cur_len: Array,
-                   s: GenerationSettings) -> Array:
-  """HF's logits-processor list, in HF's order. scores [n, vocab]; sequences [n, max_length]."""
-  if s.repetition_penalty != 1.0:
-    scores = apply_repetition_penalty(scores, sequences, cur_len, s.repetition_penalty)
-  if s.no_repeat_ngram_size > 0:
-    scores = apply_no_repeat_ngram(scores, sequences, cur_len, s.no_repeat_ngram_size)
-  if s.min_length > 0 and s.eos_token_ids:
-    eos = jnp.zeros(scores.shape[-1], bool).at[jnp.array(s.eos_token_ids)].set(True)
-    scores = jnp.where(eos & (cur_len < s.min_length), NEG_INF, scores)
-  if s.forced_bos_token_id is not None:
-    scores = jnp.where(cur_len == 1, _force(scores, (s.forced_bos_token_id,)), scores)
-  if s.forced_eos_token_ids is not None:
-    scores = jnp.where(cur_len == s.max_length - 1, _force(scores, s.forced_eos_token_ids), scores)
-  if s.do_sample:
-    if s.temperature != 1.0:
-      scores = scores / s.temperature
-    if s.top_k:
-      scores = apply_top_k(scores, s.top_k)
-    if s.top_p < 1.0:
-      scores = apply_top_p(scores, s.top_p)
-  return scores
-
-
-def _is_eos(tokens: Array, eos_ids: tuple[int, ...]) -> Array:
-  if not eos_ids:
-    return jnp.zeros(tokens.shape, bool)
-  return jnp.isin(tokens, jnp.array(eos_ids))
-
-
-# ----------------------------------------------------------------------------- beam helpers
-
-
-def flatten_beam_dim(x: Array) -> Array:
-  """[batch, beams, ...] -> [batch * beams, ...]: the layout the decoder and its cache use."""
-  return x.reshape(x.shape[0] * x.shape[1], *x.shape[2:])
-
-
-def unflatten_beam_dim(x: Array, batch: int, beams: int) -> Array:
-  """[batch * beams, ...] -> [batch, beams, ...]."""
-  return x.reshape(batch, beams, *x.shape[1:])
-
-
-def gather_beams(nested, beam_indices: Array):
-  """Picks beams per batch row: every leaf [batch, old_beams, ...] -> [batch, new_beams, ...].
-
-  beam_indices [batch, new_beams] index the beam axis (HF `_gather_beams`). A gather along the
-  beam axis only, so a batch-sharded state stays sharded and values are copied exactly.
+  sequences: [n, max_length] int32: the prompt (or start token) first, then the generated
+    tokens, right-padded with pad_token_id (HF's sequences, which HF crops to the longest row).
+  scores: [n] float32 or None. Beam search: HF's `sequences_scores` (always). Greedy / sampling
+    with output_scores=True: the sum over the generated tokens, up to and including EOS, of
+    log_softmax(processed scores) of the chosen token, i.e. HF's
+    `compute_transition_scores(sequences, scores, normalize_logits=True)` summed over those
+    steps. Otherwise None.
+  step_scores: output_scores=True only: [rows, steps, vocab] float32, HF's `out.scores` tuple
+    stacked on axis 1: the processed scores of each step (greedy / sampling: processed logits,
+    warpers included, rows = n; beam search: processed log-probs of the running beams before
+    their running scores are added, rows = batch * num_beams in HF's order).
+  transition_scores: output_scores=True only: [n, steps] float32, HF's
+    `compute_transition_scores(sequences, scores, beam_indices)`: per step the step score of the
+    token taken (greedy / sampling: also on rows already finished, where the token is the pad,
+    as HF; beam search: 0.0 after the hypothesis ended).
+  beam_indices: beam search with output_scores=True only: [n, steps] int32, HF's `beam_indices`
+    (the running row in [0, batch * num_beams) each token came from; -1 after the end).
   """
-  def gather(x):
-    idx = beam_indices.reshape(*beam_indices.shape, *([1] * (x.ndim - 2)))
-    return jnp.take_along_axis(x, idx, axis=1)
-  return jax.tree_util.tree_map(gather, nested)
+
+  sequences: Array
+  scores: Array | None = None
+  step_scores: Array | None = None
+  transition_scores: Array | None = None
+  beam_indices: Array | None = None
 
 
-def gather_cache_beams(cache, beam_indices: Array):
-  """A decode cache with rows [batch * beams, ...] -> the rows of beams `beam_indices` [batch,
-  beams] (the parent of each new running beam); scalar leaves (cache indices) are shared."""
-  batch, beams = beam_indices.shape
+@flax.struct.dataclass
+class DecoderPrompt:
+  """A decoder prompt in the search: ids [rows, prompt_width] int32 (the P prompt tokens, then
+  pad up to the bucket) and length [] int32 = P (traced: prompts of one bucket share a compile)."""
 
-  def gather(x):
-    if x.ndim == 0:
-      return x
-    return flatten_beam_dim(gather_beams(unflatten_beam_dim(x, batch, beams), beam_indices))
-  return jax.tree_util.tree_map(gather, cache)
+  ids: Array
+  length: Array
 
 
-def _set_column(x: Array, index: Array, values: Array) -> Array:
-  """x [..., length] with x[..., index] = values [...] (index is traced)."""
-  return jnp.where(jnp.arange(x.shape[-1]) == index, values[..., None], x)
+# ----------------------------------------------------------------------------- helpers
 
 
-def _last_tokens(sequences: Array, cur_len: Array) -> Array:
-  """sequences [n, length] -> [n, 1]: the token at cur_len - 1, the decoder's next input."""
-  return jax.lax.dynamic_slice_in_dim(sequences, cur_len - 1, 1, axis=1)
+def _start(s: GenerationSettings, prompt: DecoderPrompt | None, rows: int):
+  """The initial sequences [rows, max_length] int32, cur_len / prompt length P and HF's
+  max_length `limit`: Python ints without a prompt (the graph of a prompt-free call is unchanged),
+  traced [] int32 with one."""
+  sequences = jnp.full((rows, s.max_length), s.pad_token_id, jnp.int32)  # [rows, max_length]
+  if prompt is None:
+    return sequences.at[:, 0].set(s.decoder_start_token_id), 1, s.max_length
+  sequences = sequences.at[:, :prompt.ids.shape[1]].set(prompt.ids)
+  limit = s.max_length if s.max_new_tokens is None else s.max_new_tokens + prompt.length
+  return sequences, prompt.length, limit
+
+
+def _generated_before(cur_len: Array, prompt_len: Array | int) -> Array:
+  """Tokens generated so far (after the prompt); cur_len itself when the prompt is the start token."""
+  return cur_len if isinstance(prompt_len, int) and prompt_len == 1 else cur_len + 1 - prompt_len
 
 
 # ----------------------------------------------------------------------------- searches
@@ -215,50 +162,75 @@ TokensToLogits = Callable[[Array, Any], tuple[Array, Any]]
 class SampleState:
   """Loop state of greedy search and multinomial sampling (HF `_sample`)."""
 
-  cur_len: Array  # [] int32: tokens per row so far (start token included) = next write position
-  sequences: Array  # [n, max_length] int32: start token, generated tokens, pad after EOS
+  cur_len: Array  # [] int32: tokens per row so far (prompt included) = next write position
+  sequences: Array  # [n, max_length] int32: prompt / start token, generated tokens, pad after EOS
   finished: Array  # [n] bool: the row has emitted EOS
   cache: Any  # decoder self-attention cache, rows [n, ...]
   rng: Array  # [2] uint32 PRNG key, split once per step
+  # output_scores=True only (None otherwise: no cost): HF's per-step outputs.
+  step_scores: Array | None = None  # [n, max_length - 1, vocab] float32: processed scores
+  token_scores: Array | None = None  # [n, max_length - 1] float32: those of the chosen tokens
+  log_prob_sum: Array | None = None  # [n] float32: sum of chosen log-probs up to EOS
 
 
 def greedy_or_sample(tokens_to_logits: TokensToLogits, cache, n: int, s: GenerationSettings,
-                     rng: Array) -> GenerateOutput:
+                     rng: Array, prompt: DecoderPrompt | None = None) -> GenerateOutput:
   """HF `_sample`: per step argmax (greedy) or a multinomial draw over the processed logits.
 
   n rows (batch * num_return_sequences), each stopping at EOS and padded after it; the loop ends
-  when every row has finished or max_length is reached. cache has n rows.
+  when every row has finished or HF's max_length is reached. cache has n rows (the prompt's
+  first P - 1 tokens already in it); prompt None = the start token alone.
   """
-  sequences = jnp.full((n, s.max_length), s.pad_token_id, jnp.int32).at[:, 0].set(
-      s.decoder_start_token_id)  # [n, max_length]
+  sequences, cur_len, limit = _start(s, prompt, n)  # [n, max_length]
+  prompt_len = cur_len
 
   def cond(st: SampleState) -> Array:
-    return (st.cur_len < s.max_length) & ~jnp.all(st.finished)
+    return (st.cur_len < limit) & ~jnp.all(st.finished)
 
   def body(st: SampleState) -> SampleState:
-    logits, cache = tokens_to_logits(_last_tokens(st.sequences, st.cur_len), st.cache)  # [n, vocab]
-    scores = process_scores(logits, st.sequences, st.cur_len, s)  # [n, vocab]
+    logits, cache = tokens_to_logits(last_tokens(st.sequences, st.cur_len), st.cache)  # [n, vocab]
+    scores = process_scores(logits, st.sequences, st.cur_len, s, prompt_len, limit)  # [n, vocab]
     rng, step_rng = jax.random.split(st.rng)
     if s.do_sample:
       tokens = jax.random.categorical(step_rng, scores, axis=-1)  # [n]
     else:
       tokens = jnp.argmax(scores, axis=-1)  # [n]
     tokens = jnp.where(st.finished, s.pad_token_id, tokens).astype(jnp.int32)  # [n]
+    extra = {}
+    if s.output_scores:
+      step = st.cur_len - prompt_len
+      chosen = jnp.take_along_axis(scores, tokens[:, None], axis=1)[:, 0]  # [n]
+      log_prob = jnp.take_along_axis(jax.nn.log_softmax(scores, axis=-1), tokens[:, None],
+                                     axis=1)[:, 0]  # [n]
+      extra = dict(step_scores=write_step(st.step_scores, step, scores),
+                   token_scores=set_column(st.token_scores, step, chosen),
+                   log_prob_sum=st.log_prob_sum + jnp.where(st.finished, 0.0, log_prob))
     return SampleState(cur_len=st.cur_len + 1,
-                       sequences=_set_column(st.sequences, st.cur_len, tokens),  # [n, max_length]
-                       finished=st.finished | _is_eos(tokens, s.eos_token_ids),  # [n]
-                       cache=cache, rng=rng)
+                       sequences=set_column(st.sequences, st.cur_len, tokens),  # [n, max_length]
+                       finished=st.finished | is_eos(tokens, s.eos_token_ids),  # [n]
+                       cache=cache, rng=rng, **extra)
 
-  init = SampleState(cur_len=jnp.array(1, jnp.int32), sequences=sequences,
-                     finished=jnp.zeros((n,), bool), cache=cache, rng=rng)
-  return GenerateOutput(sequences=jax.lax.while_loop(cond, body, init).sequences)
+  extra = {}
+  if s.output_scores:
+    vocab = jax.eval_shape(tokens_to_logits, sequences[:, :1], cache)[0].shape[-1]
+    steps = s.max_length - 1
+    extra = dict(step_scores=jnp.zeros((n, steps, vocab), jnp.float32),
+                 token_scores=jnp.zeros((n, steps), jnp.float32),
+                 log_prob_sum=jnp.zeros((n,), jnp.float32))
+  init = SampleState(cur_len=jnp.asarray(cur_len, jnp.int32), sequences=sequences,
+                     finished=jnp.zeros((n,), bool), cache=cache, rng=rng, **extra)
+  final = jax.lax.while_loop(cond, body, init)
+  if not s.output_scores:
+    return GenerateOutput(sequences=final.sequences)
+  return GenerateOutput(sequences=final.sequences, scores=final.log_prob_sum,
+                        step_scores=final.step_scores, transition_scores=final.token_scores)
 
 
 @flax.struct.dataclass
 class BeamState:
   """Loop state of beam search (HF `_beam_search`'s tensors, names in parentheses)."""
 
-  cur_len: Array  # [] int32: tokens per beam so far (start token included) = next write position
+  cur_len: Array  # [] int32: tokens per beam so far (prompt included) = next write position
   running: Array  # [batch, beams, length] int32: live hypotheses (running_sequences)
   running_scores: Array  # [batch, beams] float32: their summed log-probs (running_beam_scores)
   sequences: Array  # [batch, beams, length] int32: finished hypotheses, best first (sequences)
@@ -269,42 +241,46 @@ class BeamState:
   hits: Array  # [batch, keep] bool: last step's candidates that stopped
   #              (next_token_hits_stopping_criteria)
   cache: Any  # decoder self-attention cache, rows [batch * beams, ...]
+  # output_scores=True only (None otherwise): per hypothesis, per generated step (steps =
+  # length - 1), the running row its token came from and that token's processed log-prob,
+  # carried along with `running` / `sequences`; and HF's per-step scores of the running beams.
+  running_indices: Array | None = None  # [batch, beams, steps] int32 (running_beam_indices)
+  running_token_scores: Array | None = None  # [batch, beams, steps] float32
+  indices: Array | None = None  # [batch, beams, steps] int32 (beam_indices)
+  token_scores: Array | None = None  # [batch, beams, steps] float32
+  step_scores: Array | None = None  # [batch * beams, steps, vocab] float32 (HF scores)
 
 
-def beam_search(tokens_to_logits: TokensToLogits, cache, batch: int,
-                s: GenerationSettings) -> GenerateOutput:
+def beam_search(tokens_to_logits: TokensToLogits, cache, batch: int, s: GenerationSettings,
+                prompt: DecoderPrompt | None = None) -> GenerateOutput:
   """HF 4.57 `_beam_search` with static shapes, in one `lax.while_loop`.
 
   Each step keeps the top `keep` = max(2, 1 + #eos) * beams candidates over beams x vocab; the
   best `beams` that did not stop continue, those that stopped among the top `beams` ranks are
-  merged into the finished set by length-normalised score; the loop ends by HF's rule
-  (`_beam_search_has_unfinished_sequences`). cache has batch * beams rows. Returns the best
-  num_return_sequences finished hypotheses per input and their scores (HF sequences_scores).
+  merged into the finished set by length-normalised score (length = tokens after the prompt);
+  the loop ends by HF's rule (`_beam_search_has_unfinished_sequences`). cache has batch * beams
+  rows. Returns the best num_return_sequences finished hypotheses per input and their scores
+  (HF sequences_scores), with output_scores HF's per-step outputs (see GenerateOutput).
   """
   beams, length, lp = s.num_beams, s.max_length, s.length_penalty
   keep = max(2, 1 + len(s.eos_token_ids)) * beams  # candidates kept per step (HF beams_to_keep)
   top_beam_mask = jnp.arange(keep) < beams  # [keep]
-
-  running = jnp.full((batch, beams, length), s.pad_token_id, jnp.int32).at[:, :, 0].set(
-      s.decoder_start_token_id)  # [batch, beams, length]
-  init = BeamState(
-      cur_len=jnp.array(1, jnp.int32), running=running,
-      running_scores=jnp.zeros((batch, beams), jnp.float32).at[:, 1:].set(BEAM_MASK),
-      sequences=running, beam_scores=jnp.full((batch, beams), BEAM_MASK, jnp.float32),
-      finished=jnp.zeros((batch, beams), bool), improvable=jnp.ones((batch, 1), bool),
-      hits=jnp.zeros((batch, keep), bool), cache=cache)
+  flat_start, cur_len0, limit = _start(s, prompt, batch * beams)
+  prompt_len = cur_len0
+  running = unflatten_beam_dim(flat_start, batch, beams)  # [batch, beams, length]
 
   def cond(st: BeamState) -> Array:
     open_beam = ~(jnp.all(st.finished) & (s.early_stopping is True))
-    return (st.cur_len < length) & jnp.any(st.improvable) & open_beam & ~jnp.all(st.hits)
+    return (st.cur_len < limit) & jnp.any(st.improvable) & open_beam & ~jnp.all(st.hits)
 
   def body(st: BeamState) -> BeamState:
     cur_len = st.cur_len
     # 1. One decoder step for every running beam; HF's processors on the log-probs.
     flat_running = flatten_beam_dim(st.running)  # [batch * beams, length]
-    logits, cache = tokens_to_logits(_last_tokens(flat_running, cur_len), st.cache)
+    logits, cache = tokens_to_logits(last_tokens(flat_running, cur_len), st.cache)
     log_probs = jax.nn.log_softmax(logits, axis=-1)  # [batch * beams, vocab]
-    log_probs = process_scores(log_probs, flat_running, cur_len, s)  # [batch * beams, vocab]
+    log_probs = process_scores(log_probs, flat_running, cur_len, s, prompt_len, limit)
+    processed = log_probs  # [batch * beams, vocab]: HF's per-step `scores`
     vocab = log_probs.shape[-1]
     log_probs = unflatten_beam_dim(log_probs, batch, beams) + st.running_scores[:, :, None]
     #                                                                  [batch, beams, vocab]
@@ -313,30 +289,43 @@ def beam_search(tokens_to_logits: TokensToLogits, cache, batch: int,
     topk_scores, topk_index = jax.lax.top_k(log_probs.reshape(batch, beams * vocab), keep)
     parents, tokens = topk_index // vocab, (topk_index % vocab).astype(jnp.int32)  # [batch, keep]
     topk_seqs = gather_beams(st.running, parents)  # [batch, keep, length]
-    topk_seqs = _set_column(topk_seqs, cur_len, tokens)  # [batch, keep, length]
-    hits = (cur_len + 1 >= length) | _is_eos(tokens, s.eos_token_ids)  # [batch, keep]
+    topk_seqs = set_column(topk_seqs, cur_len, tokens)  # [batch, keep, length]
+    hits = (cur_len + 1 >= limit) | is_eos(tokens, s.eos_token_ids)  # [batch, keep]
+    # Per-candidate history (output_scores): parent row and token log-prob at this step.
+    topk_hist = ()
+    if s.output_scores:
+      step = cur_len - prompt_len
+      rows = parents + (jnp.arange(batch) * beams)[:, None]  # [batch, keep] flat running row
+      token_lp = jnp.take_along_axis(processed.reshape(batch, beams * vocab), topk_index, axis=1)
+      topk_hist = (set_column(gather_beams(st.running_indices, parents), step, rows),
+                   set_column(gather_beams(st.running_token_scores, parents), step, token_lp))
+      #            [batch, keep, steps] each
 
     # 3. Running beams for the next step: the best `beams` candidates that did not stop
     #    (HF `_get_running_beams_for_next_iteration`).
     topk_running_scores = topk_scores + hits.astype(jnp.float32) * BEAM_MASK  # [batch, keep]
     next_index = jax.lax.top_k(topk_running_scores, beams)[1]  # [batch, beams]
-    running, running_scores, running_parents = gather_beams(
-        (topk_seqs, topk_running_scores, parents), next_index)
+    running, running_scores, running_parents, *running_hist = gather_beams(
+        (topk_seqs, topk_running_scores, parents, *topk_hist), next_index)
     #   [batch, beams, length], [batch, beams], [batch, beams]
 
     # 4. Finished hypotheses: merge the candidates that just stopped among the top `beams` ranks,
     #    length-normalised, unless this row can no longer change (HF `_update_finished_beams`).
     just_finished = hits & top_beam_mask[None, :]  # [batch, keep]
-    scored = topk_scores / (cur_len.astype(jnp.float32) ** lp)  # [batch, keep]
+    generated = _generated_before(cur_len, prompt_len)  # tokens after the prompt, this one included
+    scored = topk_scores / (generated.astype(jnp.float32) ** lp)  # [batch, keep]
     full = jnp.all(st.finished, axis=-1, keepdims=True) & (s.early_stopping is True)  # [batch, 1]
     scored = scored + full.astype(jnp.float32) * BEAM_MASK
     scored = scored + (~st.improvable).astype(jnp.float32) * BEAM_MASK
     scored = scored + (~just_finished).astype(jnp.float32) * BEAM_MASK  # [batch, keep]
     merged_scores = jnp.concatenate([st.beam_scores, scored], axis=1)  # [batch, beams + keep]
     best = jax.lax.top_k(merged_scores, beams)[1]  # [batch, beams]
-    sequences, beam_scores, finished = gather_beams(
+    finished_hist = ((st.indices, st.token_scores) if s.output_scores else ())
+    sequences, beam_scores, finished, *hist = gather_beams(
         (jnp.concatenate([st.sequences, topk_seqs], axis=1), merged_scores,
-         jnp.concatenate([st.finished, just_finished], axis=1)), best)
+         jnp.concatenate([st.finished, just_finished], axis=1),
+         *(jnp.concatenate([old, new], axis=1) for old, new in zip(finished_hist, topk_hist))),
+        best)
     #   [batch, beams, length], [batch, beams], [batch, beams]
 
     # 5. The cache follows each running beam's parent; HF's early-stop heuristic
@@ -344,30 +333,75 @@ def beam_search(tokens_to_logits: TokensToLogits, cache, batch: int,
     cache = gather_cache_beams(cache, running_parents)  # rows [batch * beams, ...]
     cur_len = cur_len + 1
     if s.early_stopping == "never" and lp > 0.0:
-      best_len = jnp.asarray(length - 1, jnp.float32)
+      best_len = jnp.asarray(limit - prompt_len, jnp.float32)
     else:
-      best_len = (cur_len - 1).astype(jnp.float32)
+      best_len = (cur_len - prompt_len).astype(jnp.float32)
     best_running = running_scores[:, :1] / best_len ** lp  # [batch, 1]
     worst_finished = jnp.where(finished, jnp.min(beam_scores, axis=1, keepdims=True),
                                BEAM_MASK)  # [batch, beams]
     improvable = st.improvable & jnp.any(best_running > worst_finished, axis=-1,
                                          keepdims=True)  # [batch, 1]
+    extra = {}
+    if s.output_scores:
+      extra = dict(running_indices=running_hist[0], running_token_scores=running_hist[1],
+                   indices=hist[0], token_scores=hist[1],
+                   step_scores=write_step(st.step_scores, st.cur_len - prompt_len, processed))
     return BeamState(cur_len=cur_len, running=running, running_scores=running_scores,
                      sequences=sequences, beam_scores=beam_scores, finished=finished,
-                     improvable=improvable, hits=hits, cache=cache)
+                     improvable=improvable, hits=hits, cache=cache, **extra)
+
+  extra = {}
+  if s.output_scores:
+    steps = length - 1
+    vocab = jax.eval_shape(tokens_to_logits, flat_start[:, :1], cache)[0].shape[-1]
+    no_index = jnp.full((batch, beams, steps), -1, jnp.int32)
+    no_score = jnp.zeros((batch, beams, steps), jnp.float32)
+    extra = dict(running_indices=no_index, running_token_scores=no_score, indices=no_index,
+                 token_scores=no_score,
+                 step_scores=jnp.zeros((batch * beams, steps, vocab), jnp.float32))
+  init = BeamState(
+      cur_len=jnp.asarray(cur_len0, jnp.int32), running=running,
+      running_scores=jnp.zeros((batch, beams), jnp.float32).at[:, 1:].set(BEAM_MASK),
+      sequences=running, beam_scores=jnp.full((batch, beams), BEAM_MASK, jnp.float32),
+      finished=jnp.zeros((batch, beams), bool), improvable=jnp.ones((batch, 1), bool),
+      hits=jnp.zeros((batch, keep), bool), cache=cache, **extra)
 
   final = jax.lax.while_loop(cond, body, init)
   r = s.num_return_sequences
-  return GenerateOutput(sequences=final.sequences[:, :r].reshape(batch * r, length),
-                        scores=final.beam_scores[:, :r].reshape(batch * r))  # [batch * r, ...]
+  out = dict(sequences=final.sequences[:, :r].reshape(batch * r, length),
+             scores=final.beam_scores[:, :r].reshape(batch * r))  # [batch * r, ...]
+  if s.output_scores:
+    out.update(step_scores=final.step_scores,
+               transition_scores=final.token_scores[:, :r].reshape(batch * r, length - 1),
+               beam_indices=final.indices[:, :r].reshape(batch * r, length - 1))
+  return GenerateOutput(**out)
 
 
 # ----------------------------------------------------------------------------- model plumbing
 
 
-def _generate_impl(model, s: GenerationSettings, params, inputs: dict,
-                   rng: Array) -> GenerateOutput:
-  """Encoder once, cross-attention K/V once, then the search over a tokens_to_logits closure."""
+def prefill_prompt(tokens_to_logits: TokensToLogits, cache, prompt: DecoderPrompt):
+  """Feeds the prompt's first P - 1 tokens to the decoder's static cache in one call.
+
+  The call reads prompt_width - 1 tokens (a static shape); the K/V it writes past P - 1 come
+  from padding, so every integer cache leaf (the cache / position counters, which count tokens
+  fed) is wound back by prompt_width - P: the loop's first step then writes token P - 1 at its
+  true position, and each later step overwrites one padded slot before any query can see it
+  (causal mask). Without padding (P = prompt_width) the counters are left as they are.
+  """
+  width = prompt.ids.shape[1]
+  if width == 1:
+    return cache  # P = 1: nothing before the loop's first input
+  _, cache = tokens_to_logits(prompt.ids[:, :width - 1], cache)
+  rewind = width - prompt.length  # [] int32
+  return jax.tree_util.tree_map(
+      lambda x: x - rewind.astype(x.dtype) if jnp.issubdtype(x.dtype, jnp.integer) else x, cache)
+
+
+def _generate_impl(model, s: GenerationSettings, params, inputs: dict, rng: Array,
+                   prompt: DecoderPrompt | None = None) -> GenerateOutput:
+  """Encoder once, cross-attention K/V once, the prompt prefill, then the search over a
+  tokens_to_logits closure. prompt: ids [batch, prompt_width] and its length P, or None."""
   jit_generate.trace_count += 1  # runs at trace time only: one count per compilation
   encoder_mask = inputs.get("attention_mask")  # [batch, src] or None (vision)
   batch = jax.tree_util.tree_leaves(inputs)[0].shape[0]
@@ -383,11 +417,15 @@ def _generate_impl(model, s: GenerationSettings, params, inputs: dict,
                                decode=True, method="decode", mutable=["cache"])
     return out.logits[:, -1].astype(jnp.float32), mutated["cache"]  # [n, vocab]
 
+  per_input = s.num_beams if s.num_beams > 1 else s.num_return_sequences
+  cache = model.init_cache(batch * per_input, s.max_length)
+  if prompt is not None:  # HF's repeat_interleave: each input's rows are consecutive
+    prompt = DecoderPrompt(ids=jnp.repeat(prompt.ids, per_input, axis=0),  # [rows, width]
+                           length=jnp.asarray(prompt.length, jnp.int32))
+    cache = prefill_prompt(tokens_to_logits, cache, prompt)
   if s.num_beams > 1:
-    cache = model.init_cache(batch * s.num_beams, s.max_length)
-    return beam_search(tokens_to_logits, cache, batch, s)
-  n = batch * s.num_return_sequences
-  return greedy_or_sample(tokens_to_logits, model.init_cache(n, s.max_length), n, s, rng)
+    return beam_search(tokens_to_logits, cache, batch, s, prompt)
+  return greedy_or_sample(tokens_to_logits, cache, batch * per_input, s, rng, prompt)
 
 
 # The compiled search, one compilation per (model, settings, input shapes and shardings).
@@ -434,23 +472,45 @@ def resolve_settings(model, *, max_length=_UNSET, max_new_tokens=None, min_lengt
                      no_repeat_ngram_size=_UNSET, repetition_penalty=_UNSET,
                      num_return_sequences=_UNSET, decoder_start_token_id=_UNSET,
                      eos_token_id=_UNSET, pad_token_id=_UNSET, forced_bos_token_id=_UNSET,
-                     forced_eos_token_id=_UNSET) -> GenerationSettings:
-  """Fills every setting from the call, the checkpoint's generation config, or HF's defaults."""
+                     forced_eos_token_id=_UNSET, bad_words_ids=_UNSET, suppress_tokens=_UNSET,
+                     begin_suppress_tokens=_UNSET, output_scores=_UNSET,
+                     prompt_length: int = 1) -> GenerationSettings:
+  """Fills every setting from the call, the checkpoint's generation config, or HF's defaults.
+
+  prompt_length: P, the decoder prompt's tokens (1 = the start token alone). As in HF,
+  max_new_tokens counts after the prompt (max_length = max_new_tokens + P) and with neither
+  max_length nor max_new_tokens set anywhere 20 tokens are generated after it; with P > 1 such
+  new-token limits are kept as max_new_tokens and the output has max_new_tokens + prompt_width
+  columns, so that every P of a bucket shares the settings (and the compilation).
+  """
   d = lambda name, value, fallback=None: _default(name, value, model, fallback)  # noqa: E731
-  start = d("decoder_start_token_id", decoder_start_token_id)
-  if start is None:
-    start = d("bos_token_id", _UNSET)
-  if start is None:
-    raise ValueError("no decoder_start_token_id: pass decoder_start_token_id=... (e.g. the "
-                     "tokenizer's [CLS] id for BERT decoders) or set it in the model config")
+  start = _start_token(model, decoder_start_token_id)
   eos = _as_tuple(d("eos_token_id", eos_token_id)) or ()
   pad = d("pad_token_id", pad_token_id)
   if pad is None:
     pad = eos[0] if eos else 0
-  if max_new_tokens is not None:
-    max_len = int(max_new_tokens) + 1  # the decoder prompt is the start token
+  new_tokens, width = None, 1
+  if prompt_length == 1:
+    if max_new_tokens is not None:
+      max_len = int(max_new_tokens) + 1  # the decoder prompt is the start token
+    else:
+      max_len = d("max_length", max_length, 20 + 1)  # HF: 20 new tokens by default
   else:
-    max_len = d("max_length", max_length, 20 + 1)  # HF: 20 new tokens by default
+    configured = d("max_length", _UNSET) if max_length is _UNSET or max_length is None else max_length
+    if max_new_tokens is None and (configured is None or (configured == 20 and (
+        max_length is _UNSET or max_length is None))):
+      max_new_tokens = 20  # HF: a default max_length (20) becomes 20 tokens after the prompt
+    if max_new_tokens is not None:
+      new_tokens = int(max_new_tokens)
+      width = bucket_prompt_length(prompt_length, model.config.decoder.max_positions - new_tokens)
+      max_len = new_tokens + width
+    else:
+      max_len = int(configured)
+      if prompt_length >= max_len:
+        raise ValueError(f"decoder_input_ids has {prompt_length} tokens (the decoder start token "
+                         f"included) but max_length={max_len} counts them: nothing is left to "
+                         "generate; raise max_length or set max_new_tokens")
+      width = bucket_prompt_length(prompt_length, max_len - 1)
   settings = GenerationSettings(
       max_length=int(max_len), decoder_start_token_id=int(start), pad_token_id=int(pad),
       eos_token_ids=eos, min_length=int(d("min_length", min_length, 0)),
@@ -462,9 +522,25 @@ def resolve_settings(model, *, max_length=_UNSET, max_new_tokens=None, min_lengt
       repetition_penalty=float(d("repetition_penalty", repetition_penalty, 1.0)),
       num_return_sequences=int(d("num_return_sequences", num_return_sequences, 1)),
       forced_bos_token_id=d("forced_bos_token_id", forced_bos_token_id),
-      forced_eos_token_ids=_as_tuple(d("forced_eos_token_id", forced_eos_token_id)))
+      forced_eos_token_ids=_as_tuple(d("forced_eos_token_id", forced_eos_token_id)),
+      bad_words_ids=bad_words_setting(d("bad_words_ids", bad_words_ids), eos),
+      suppress_tokens=_as_tuple(d("suppress_tokens", suppress_tokens)) or (),
+      begin_suppress_tokens=_as_tuple(d("begin_suppress_tokens", begin_suppress_tokens)) or (),
+      output_scores=bool(d("output_scores", output_scores, False)),
+      max_new_tokens=new_tokens, prompt_width=width)
   _validate(settings, model)
   return settings
+
+
+def _start_token(model, decoder_start_token_id=_UNSET) -> int:
+  """decoder_start_token_id from the call or the checkpoint, else its bos_token_id (as HF)."""
+  start = _default("decoder_start_token_id", decoder_start_token_id, model)
+  if start is None:
+    start = _default("bos_token_id", _UNSET, model)
+  if start is None:
+    raise ValueError("no decoder_start_token_id: pass decoder_start_token_id=... (e.g. the "
+                     "tokenizer's [CLS] id for BERT decoders) or set it in the model config")
+  return int(start)
 
 
 def _validate(s: GenerationSettings, model) -> None:
@@ -497,27 +573,45 @@ def _validate(s: GenerationSettings, model) -> None:
   ids += list(s.forced_eos_token_ids or ())
   if any(not 0 <= i < vocab for i in ids):
     raise ValueError(f"special token ids {ids} must lie in [0, {vocab}) (the decoder vocabulary)")
+  for name, values in (("bad_words_ids", [t for w in s.bad_words_ids for t in w]),
+                       ("suppress_tokens", s.suppress_tokens),
+                       ("begin_suppress_tokens", s.begin_suppress_tokens)):
+    bad = [t for t in values if not 0 <= t < vocab]
+    if bad:
+      raise ValueError(f"{name} holds ids {bad} outside [0, {vocab}) (the decoder vocabulary); "
+                       "drop them or use the decoder tokenizer's ids")
 
 
 def generate(model, params, input_ids=None, attention_mask=None, pixel_values=None, *,
-             prng_key: Array | int | None = None, bucket_inputs: bool = True,
-             **settings) -> GenerateOutput:
+             decoder_input_ids=None, prng_key: Array | int | None = None,
+             bucket_inputs: bool = True, **settings) -> GenerateOutput:
   """Generates with transformers' `generate` semantics, as one compiled search.
 
   Text models take input_ids [batch, src_len] (+ attention_mask), vision models (ViT / DeiT
   encoders) pixel_values [batch, channels, height, width]; settings are the HF keywords
-  (max_length, max_new_tokens, min_length, num_beams, do_sample, temperature, top_k, top_p,
-  length_penalty, early_stopping, no_repeat_ngram_size, repetition_penalty,
+  (`SETTING_NAMES`: max_length, max_new_tokens, min_length, num_beams, do_sample, temperature,
+  top_k, top_p, length_penalty, early_stopping, no_repeat_ngram_size, repetition_penalty,
   num_return_sequences, decoder_start_token_id, eos_token_id, pad_token_id,
-  forced_bos_token_id, forced_eos_token_id); unset ones come from the checkpoint's
+  forced_bos_token_id, forced_eos_token_id, bad_words_ids, suppress_tokens,
+  begin_suppress_tokens, output_scores); unset ones come from the checkpoint's
   generation_config.json / config. Inputs are padded to a power-of-two length bucket so ragged
   batches reuse compilations; the same shapes and settings never recompile.
 
-  Returns GenerateOutput: sequences [batch * num_return_sequences, max_length] int32 (decoder
-  start token first, right-padded with pad_token_id) and, for beam search, scores (HF's
-  sequences_scores).
+  decoder_input_ids [batch, P] (e.g. Donut's task prompt) starts every output, as in HF: the
+  start token is prepended when no row begins with it (Donut excepted), P counts in
+  max_length / min_length and max_new_tokens counts after it. Prompts are padded to a
+  power-of-two bucket (prompt_width), so lengths of one bucket share one compilation.
+
+  Returns GenerateOutput (see its docstring): sequences [batch * num_return_sequences, L] int32
+  (prompt or start token first, right-padded with pad_token_id; L = max_length, or
+  max_new_tokens + prompt_width with a prompt and new-token limits), scores (beam search: HF's
+  sequences_scores; greedy / sampling with output_scores: summed token log-probs) and, with
+  output_scores=True, HF's per-step scores, transition scores and beam indices.
   """
-  s = resolve_settings(model, **settings)
+  prompt_ids = prepare_decoder_prompt(model, decoder_input_ids,
+                               _start_token(model, settings.get("decoder_start_token_id", _UNSET)))
+  s = resolve_settings(model, prompt_length=1 if prompt_ids is None else prompt_ids.shape[1],
+                       **settings)
   if pixel_values is not None:
     if input_ids is not None:
       raise ValueError("pass pixel_values (vision encoders) or input_ids (text encoders), not both")
@@ -550,8 +644,18 @@ def generate(model, params, input_ids=None, attention_mask=None, pixel_values=No
     prng_key = jax.random.PRNGKey(0)
   elif isinstance(prng_key, int):
     prng_key = jax.random.PRNGKey(prng_key)
-  return jit_generate(model, s, params, inputs, prng_key)
+  prompt = None
+  if prompt_ids is not None:
+    batch = jax.tree_util.tree_leaves(inputs)[0].shape[0]
+    if prompt_ids.shape[0] != batch:
+      raise ValueError(f"decoder_input_ids has {prompt_ids.shape[0]} rows but the inputs have "
+                       f"{batch}: pass one prompt row per input")
+    length = prompt_ids.shape[1]
+    padded = np.pad(prompt_ids, ((0, 0), (0, s.prompt_width - length)),
+                    constant_values=s.pad_token_id)  # [batch, prompt_width]
+    prompt = DecoderPrompt(ids=padded, length=np.asarray(length, np.int32))
+  return jit_generate(model, s, params, inputs, prng_key, prompt)
 
 
-assert set(SETTING_NAMES) == set(inspect.signature(resolve_settings).parameters) - {"model"}, (
-    "resolve_settings' keywords and SETTING_NAMES disagree")
+assert set(SETTING_NAMES) == set(inspect.signature(resolve_settings).parameters) - {
+    "model", "prompt_length"}, "resolve_settings' keywords and SETTING_NAMES disagree"

@@ -106,7 +106,8 @@ class GenerateOutput:
   step_scores: output_scores=True only: [rows, steps, vocab] float32, HF's `out.scores` tuple
     stacked on axis 1: the processed scores of each step (greedy / sampling: processed logits,
     warpers included, rows = n; beam search: processed log-probs of the running beams before
-    their running scores are added, rows = batch * num_beams in HF's order).
+    their running scores are added, rows = batch * num_beams in HF's order). It is carried in
+    the loop: rows * steps * vocab * 4 bytes, as HF's tuple; off (None) it costs nothing.
   transition_scores: output_scores=True only: [n, steps] float32, HF's
     `compute_transition_scores(sequences, scores, beam_indices)`: per step the step score of the
     token taken (greedy / sampling: also on rows already finished, where the token is the pad,

@@ -181,6 +181,13 @@ def test_prompt_sampling_keeps_prefix_and_is_deterministic():
   assert (a[:, 9] == model.config.pad_token_id).all()  # HF's max_length = 6 + 3 columns
   ref = hf_generate(hf, inputs, **hf_kw(kw))
   assert to_np(ref.sequences).shape[1] <= 9
+  scored = ours(model, params, inputs, prng_key=5, output_scores=True, **kw)
+  np.testing.assert_array_equal(np.asarray(scored.sequences), a)  # same draws
+  steps = np.asarray(scored.step_scores)  # [6, 9, vocab]: top_k=5 leaves 5 finite per step,
+  assert steps.shape == (6, 9, 99) and (np.isfinite(steps[:, :5]).sum(-1) == 5).all()
+  assert (np.isfinite(steps[:, 5]).sum(-1) == 1).all()  # BART's forced EOS (id 2) at the last
+  chosen = np.take_along_axis(steps[:, :6], a[:, 3:9, None], -1)[..., 0]
+  np.testing.assert_array_equal(np.asarray(scored.transition_scores)[:, :6], chosen)
 
 
 def test_prompt_length_bucket_compiles_once():

@@ -133,6 +133,8 @@ PROMPT_SETTINGS = {
     "beam-lp": dict(max_length=12, num_beams=3, length_penalty=2.0, num_return_sequences=2),
     "beam-early": dict(max_new_tokens=8, num_beams=3, early_stopping=True),
     "beam-never": dict(max_length=13, num_beams=3, early_stopping="never", length_penalty=0.7),
+    "beam-minlen-ngram": dict(max_length=12, num_beams=2, min_length=8, no_repeat_ngram_size=2,
+                              repetition_penalty=1.2),  # both read the prompt too, as HF
 }
 
 

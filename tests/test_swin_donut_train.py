@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 import edjax
+from configs import donut as donut_config
 from configs import swin_bert as swin_bert_config
 from edjax import predict
 from edjax.data import ocr
@@ -103,3 +104,56 @@ def test_swin_bert_variants_build():
   assert pod.model.decoder == "bert-base-uncased" and pod.compute_dtype == "bfloat16"
   with pytest.raises(ValueError, match="unknown variant"):
     swin_bert_config.get_config("nope")
+
+
+# ----------------------------------------------------------------------------- donut
+
+
+@pytest.fixture(scope="module")
+def donut_trained(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("donut") / "run")
+  final = train_lib.train_and_evaluate(donut_config.get_config("smoke"), workdir)
+  return workdir, final
+
+
+def test_donut_smoke_trains_with_the_task_token_and_exports(donut_trained):
+  workdir, final = donut_trained
+  config = donut_config.get_config("smoke")
+  model = check_trained(workdir, final, config, ("donut-swin", "mbart"))
+  # Training shifted the labels behind the task token: it is the model's decoder start id.
+  assert model.config.decoder_start_token_id == donut_config.TASK_TOKEN_ID
+  export = os.path.join(workdir, "export")
+  processor = ImageProcessor.from_dir(export)
+  assert processor.image_processor_type == "DonutImageProcessor"
+  assert processor.output_size == donut_config.CANVAS
+  with open(os.path.join(export, "generation_config.json")) as f:
+    assert json.load(f)["decoder_start_token_id"] == donut_config.TASK_TOKEN_ID
+  tok = Tokenizer.from_dir(export)
+  assert tok.bos_id == donut_config.TASK_TOKEN_ID
+  assert tok.tok.id_to_token(donut_config.TASK_TOKEN_ID) == donut_config.TASK_TOKEN == "[unused1]"
+
+
+def test_donut_predictions_start_with_the_task_token(donut_trained, tmp_path):
+  workdir, _ = donut_trained
+  rows, out, tok = predict_pngs(os.path.join(workdir, "export"), tmp_path, *donut_config.RENDER)
+  seqs = np.asarray(out.sequences)
+  assert (seqs[:, 0] == donut_config.TASK_TOKEN_ID).all()
+  assert all("[unused1]" not in r["output"] for r in rows)  # a special token: not decoded
+  # Eval generation in training started from it too.
+  with open(os.path.join(workdir, f"predictions_{donut_config.get_config('smoke').total_steps}"
+                         ".jsonl")) as f:
+    assert sum(1 for _ in f) > 0
+
+
+def test_donut_variants_build():
+  default = donut_config.get_config("default")
+  assert default.model.encoder_config["model_type"] == "donut-swin"
+  assert default.model.decoder_config["model_type"] == "mbart"
+  assert default.model.decoder_config["decoder_start_token_id"] == donut_config.TASK_TOKEN_ID
+  assert Tokenizer.from_dir(default.data.tokenizer).bos_id == donut_config.TASK_TOKEN_ID
+  pod = donut_config.get_config("pod")
+  assert pod.init_from == "naver-clova-ix/donut-base" and pod.compute_dtype == "bfloat16"
+  pod_processor = ImageProcessor.from_dir(pod.data.image_processor)
+  assert pod_processor.kind == "donut" and pod_processor.output_size == (2560, 1920)
+  with pytest.raises(ValueError, match="unknown variant"):
+    donut_config.get_config("nope")

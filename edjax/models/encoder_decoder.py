@@ -43,7 +43,7 @@ class EncoderDecoderModule(nn.Module):
 
   @property
   def modality(self) -> str:
-    """'text' or 'image': what the encoder reads (the registry's answer, asked only here)."""
+    """'text' or 'image': what the encoder reads (the registry's answer for its model_type)."""
     return registry.get(self.config.encoder.model_type).modality
 
   def encode(self, input_ids: Array | None = None, attention_mask: Array | None = None,

@@ -149,3 +149,25 @@ def test_unknown_sentencepiece_checkpoint_type_is_a_clear_error(spm_models, tmp_
   (path / "tokenizer_config.json").write_text("{}")
   (path / "config.json").write_text('{"model_type": "bert-generation"}')
   assert Tokenizer.from_dir(str(path)).vocab_size >= 300  # model_type names the layout
+
+
+def test_encoder_decoder_dir_with_only_spiece_model(spm_models, tmp_path):
+  """google/roberta2roberta_L-24_wikisplit-style: config.json (encoder-decoder of bert-generation
+  halves) + spiece.model, no tokenizer_config.json: the layout and special tokens come from the
+  encoder's model_type, equal to transformers' AutoTokenizer of that dir."""
+  hf_cfg = transformers.EncoderDecoderConfig.from_encoder_decoder_configs(
+      transformers.BertGenerationConfig(vocab_size=300), transformers.BertGenerationConfig(
+          vocab_size=300, is_decoder=True, add_cross_attention=True))
+  path = str(tmp_path / "r2r")
+  hf_cfg.save_pretrained(path)
+  with open(spm_models["bert-generation", "unigram"], "rb") as f, open(
+      os.path.join(path, "spiece.model"), "wb") as g:
+    g.write(f.read())
+  hf = transformers.AutoTokenizer.from_pretrained(path)
+  ours = Tokenizer.from_dir(path)
+  assert type(hf).__name__ == "BertGenerationTokenizer"
+  assert (ours.bos_id, ours.eos_id, ours.pad_id, ours.unk_id) == (
+      hf.bos_token_id, hf.eos_token_id, hf.pad_token_id, hf.unk_token_id) == (2, 1, 0, 3)
+  texts = _read("test.tsv", 10)
+  ids, _ = ours.encode_batch(texts, max_length=512)
+  np.testing.assert_array_equal(ids, hf(texts, padding=True)["input_ids"])

@@ -248,7 +248,14 @@ def _spm_layout(path: str, config: dict) -> str:
   name = name[:-len("Fast")] if name.endswith("Fast") else name
   if name in SPM_LAYOUTS:
     return SPM_LAYOUTS[name]
-  model_type = _read_json(os.path.join(path, "config.json")).get("model_type")
+  model = _read_json(os.path.join(path, "config.json"))
+  if model.get("model_type") == "encoder-decoder":
+    # an EncoderDecoderModel dir (google/roberta2roberta_L-24_wikisplit ships only config.json
+    # and spiece.model): its encoder's type, as transformers' AutoTokenizer picks
+    model = model.get("encoder") or {}
+  elif model.get("model_type") == "vision-encoder-decoder":  # text is the decoder's
+    model = model.get("decoder") or {}
+  model_type = model.get("model_type")
   if not name and model_type in SPM_MODEL_TYPES:
     return SPM_MODEL_TYPES[model_type]
   raise ValueError(

@@ -72,11 +72,12 @@ def spm_models(tmp_path_factory):
 
 def _checkpoint(spm_models, tmp_path, kind, algo, with_json):
   """An HF-style tokenizer dir saved by transformers' slow (or fast) tokenizer class."""
-  slow_cls = getattr(transformers, SLOW[kind])
-  slow = slow_cls(vocab_file=spm_models[kind, algo])
+  # CamemBERT's cases also ask decode to join " ," -> "," (clean_up_tokenization_spaces)
+  kwargs = dict(vocab_file=spm_models[kind, algo], clean_up_tokenization_spaces=kind == "camembert")
+  slow = getattr(transformers, SLOW[kind])(**kwargs)
   path = str(tmp_path / "ckpt")
   if with_json:
-    fast = getattr(transformers, SLOW[kind] + "Fast")(vocab_file=spm_models[kind, algo])
+    fast = getattr(transformers, SLOW[kind] + "Fast")(**kwargs)
     fast.save_pretrained(path)
     assert os.path.exists(os.path.join(path, "tokenizer.json"))
   else:
@@ -133,6 +134,7 @@ def test_sentencepiece_checkpoint_equals_transformers(spm_models, test_texts, tm
   assert norm(roundtrip_texts(test_texts, ours)) == [
       hf.decode(hf(t, add_special_tokens=False)["input_ids"], skip_special_tokens=True)
       for t in test_texts]
+  assert hf.clean_up_tokenization_spaces == ours.clean_up_spaces == (kind == "camembert")
   rows = [list(r[m > 0]) for r, m in zip(ids, mask)]
   assert ours.decode_batch(np.asarray(rows[:1]), skip_special_tokens=False) == [
       hf.decode(rows[0], skip_special_tokens=False)]

@@ -24,6 +24,11 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.distributed = False  # jax.distributed.initialize() (pods / multi-GPU)
   c.init_from = ""  # HF-format dir, edjax export, or another run's workdir to start from
   c.export_hf = True  # at the end: save_pretrained(...) into workdir/export (HF format)
+  # Workdir safety (edjax.train.workdir): a workdir whose checkpoints do not fit this config is an
+  # error; True moves that old run into workdir/replaced-<time>/ and starts afresh.
+  c.overwrite_workdir = False
+  c.resume_step = 0  # > 0: resume from this saved step (e.g. the last healthy one), not the newest
+  c.divergence_factor = 10.0  # a step's loss over this x the recent median is not healthy
 
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
   c.logical_axis_rules = tuple(DEFAULT_RULES)

@@ -1,6 +1,7 @@
 """Batch prediction with a trained (or any HF-format) encoder-decoder: the logic of
 `experiments.predict`.
 
+    check_arguments("preds.jsonl", 8, None, {})         # InputError on a bad flag / output path
     lines = read_inputs("in.txt")                      # InputError on an empty line / bad file
     rows = predict(checkpoint, lines, tokenizer_dir, decoder_tokenizer_dir, batch_size=8,
                    max_input_length=None, seed=0, gen_kwargs={"num_beams": 4})
@@ -31,6 +32,31 @@ from edjax.processing.tokenizers import Tokenizer
 
 class InputError(ValueError):
   """An input file (or a line of it) that cannot be predicted on."""
+
+
+POSITIVE_SETTINGS = ("max_length", "max_new_tokens", "num_beams", "num_return_sequences")
+
+
+def check_arguments(output: str, batch_size: int, max_input_length: int | None,
+                    gen_kwargs: dict) -> None:
+  """InputError, naming the flag, for arguments that would fail only after the model is loaded
+  and generation ran: a non-positive --batch_size / --max_input_length / length or beam setting,
+  an --output that is a directory or cannot be written."""
+  if batch_size <= 0:
+    raise InputError(f"--batch_size={batch_size}: must be >= 1")
+  if max_input_length is not None and max_input_length <= 0:
+    raise InputError(f"--max_input_length={max_input_length}: must be >= 1")
+  for name in POSITIVE_SETTINGS:
+    if gen_kwargs.get(name) is not None and gen_kwargs[name] <= 0:
+      raise InputError(f"--{name}={gen_kwargs[name]}: must be >= 1")
+  if os.path.isdir(output):
+    raise InputError(f"--output {output} is a directory: name a file, e.g. "
+                     f"{os.path.join(output, 'predictions.jsonl')}")
+  parent = os.path.dirname(os.path.abspath(output))
+  if not os.path.isdir(parent):
+    raise InputError(f"--output {output}: its folder {parent} does not exist")
+  if not os.access(parent, os.W_OK) or (os.path.exists(output) and not os.access(output, os.W_OK)):
+    raise InputError(f"--output {output} is not writable")
 
 
 def read_inputs(path: str) -> list[str]:

@@ -12,19 +12,25 @@ r"""Batch prediction with a trained (or any HF-format) encoder-decoder: the comm
   relative paths are relative to the input file's folder), preprocessed by --image_processor's
   preprocessor_config.json (default: the checkpoint dir's, else ViTImageProcessor defaults at the
   encoder's image size).
---output: JSONL, one {"input", "output", "score"} object per input line, written atomically.
+--output: JSONL, one {"input", "output", "score"} object per input line, written atomically (a
+  directory or an unwritable path is rejected before anything is generated).
 Generation flags (one per `edjax.generation.SETTING_NAMES`) left unset take the checkpoint's
 generation_config.json values, then HF's defaults.
+An edjax error (a bad flag, input or checkpoint) prints one line `error: ...` and exits 2;
+EDJAX_DEBUG=1 shows the traceback.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 
 from absl import app, flags
 
 from edjax import predict as predict_lib
+from edjax.convert import CheckpointError
+from edjax.model_configs import ConfigError
 from edjax.generation import HF_KEYWORDS, SETTING_NAMES, GenerationSettings
 
 FLAGS = flags.FLAGS
@@ -98,12 +104,16 @@ def main(argv):
       raise app.UsageError(f"--{name} is required")
   tokenizer_dir = FLAGS.tokenizer or FLAGS.checkpoint
   try:
+    predict_lib.check_arguments(FLAGS.output, FLAGS.batch_size, FLAGS.max_input_length,
+                                generation_kwargs())
     lines = predict_lib.read_inputs(FLAGS.input)
     rows = predict_lib.predict(
         FLAGS.checkpoint, lines, tokenizer_dir, FLAGS.decoder_tokenizer or tokenizer_dir,
         FLAGS.batch_size, FLAGS.max_input_length, FLAGS.seed, generation_kwargs(),
         input_path=FLAGS.input, image_processor_dir=FLAGS.image_processor)
-  except predict_lib.InputError as e:
+  except (predict_lib.InputError, ConfigError, CheckpointError) as e:
+    if os.environ.get("EDJAX_DEBUG") == "1":
+      raise
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
   predict_lib.write_jsonl(FLAGS.output, rows)

@@ -4,18 +4,27 @@ r"""Train (fine-tune) a warm-started encoder-decoder: the command line of `edjax
       [--config.total_steps=1000 --config.mesh.fsdp=2 ...]
 
 Rerunning the same command resumes. What the run writes into DIR: see `edjax.train.trainer`.
+An edjax error (a bad config key, a busy workdir, a config that does not fit DIR's checkpoints,
+a diverged loss, ...) prints one line `error: ...` and exits 1; EDJAX_DEBUG=1 shows the traceback.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import sys
 
 import jax
 from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
+from edjax.convert import CheckpointError
+from edjax.model_configs import ConfigError
 from edjax.train.trainer import train_and_evaluate
+from edjax.train.workdir import TrainingError
+
+USER_ERRORS = (ConfigError, CheckpointError, TrainingError)  # the message says what to do
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "configs/<name>.py[:variant]", lock_config=True)
@@ -35,7 +44,13 @@ def main(argv):
   del argv
   absl_logging.set_verbosity(absl_logging.INFO)
   absl_logging.get_absl_handler().addFilter(_WithoutOrbaxInfo())
-  final = train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  try:
+    final = train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  except USER_ERRORS as e:
+    if os.environ.get("EDJAX_DEBUG") == "1":
+      raise
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(1)
   if final and jax.process_index() == 0:
     print("\nfinal eval: " + ", ".join(f"{k} {v:.4g}" for k, v in final.items()
                                        if isinstance(v, float)))

@@ -21,6 +21,7 @@ import edjax
 from edjax import fileio, losses
 from edjax import metrics as metrics_lib
 from edjax.generation import SETTING_NAMES
+from edjax.model_configs import ConfigError
 from edjax.processing.tokenizers import roundtrip_references, roundtrip_texts
 from edjax.train.loss import encoder_inputs, token_loss
 
@@ -32,7 +33,7 @@ def check_eval_config(eval_config) -> None:
   """ValueError for a config.eval key that is neither in EVAL_KEYS nor a generation setting."""
   unknown = sorted(set(eval_config) - set(EVAL_KEYS) - set(SETTING_NAMES))
   if unknown:
-    raise ValueError(f"config.eval has unknown keys {unknown}: use {list(EVAL_KEYS)} or "
+    raise ConfigError(f"config.eval has unknown keys {unknown}: use {list(EVAL_KEYS)} or "
                      f"generation settings {list(SETTING_NAMES)}")
 
 

@@ -6,6 +6,8 @@ import flax.traverse_util as traverse_util
 import jax.numpy as jnp
 import optax
 
+from edjax.model_configs import ConfigError
+
 NO_DECAY_LEAVES = ("bias", "scale")  # biases and LayerNorm scales (HF: "bias", "LayerNorm.weight")
 DECAYS = ("linear", "rsqrt", "constant")
 
@@ -18,7 +20,7 @@ def learning_rate_schedule(learning_rate: float, warmup_steps: int, total_steps:
   (lr * sqrt(warmup / step), as T5 / big_vision), or 'constant'.
   """
   if decay not in DECAYS:
-    raise ValueError(f"optimizer.decay={decay!r}: use one of {DECAYS}")
+    raise ConfigError(f"config.optimizer.decay={decay!r}: use one of {DECAYS}")
   warmup = max(int(warmup_steps), 0)
 
   def schedule(step):

@@ -9,6 +9,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from edjax.model_configs import ConfigError
+
 log = logging.getLogger("edjax")
 MESH_AXES = ("data", "fsdp", "tensor")
 
@@ -31,14 +33,14 @@ def make_mesh(mesh_cfg, devices=None) -> Mesh:
   sizes = [int(mesh_cfg[a]) for a in MESH_AXES]
   n = devices.size
   if sizes.count(-1) > 1:
-    raise ValueError(f"config.mesh {dict(zip(MESH_AXES, sizes))}: at most one axis may be -1")
+    raise ConfigError(f"config.mesh {dict(zip(MESH_AXES, sizes))}: at most one axis may be -1")
   known = int(np.prod([s for s in sizes if s != -1]))
   if -1 in sizes:
     if n % known:
-      raise ValueError(f"config.mesh {dict(zip(MESH_AXES, sizes))} does not divide {n} devices")
+      raise ConfigError(f"config.mesh {dict(zip(MESH_AXES, sizes))} does not divide {n} devices")
     sizes[sizes.index(-1)] = n // known
   if int(np.prod(sizes)) != n:
-    raise ValueError(f"config.mesh {dict(zip(MESH_AXES, sizes))} needs {int(np.prod(sizes))} "
+    raise ConfigError(f"config.mesh {dict(zip(MESH_AXES, sizes))} needs {int(np.prod(sizes))} "
                      f"devices but {n} are present; use -1 for one axis")
   return Mesh(devices.reshape(sizes), MESH_AXES)
 

@@ -30,7 +30,8 @@ import optax
 import edjax
 from edjax import data as data_lib
 from edjax import fileio
-from edjax.model_configs import EncoderDecoderConfig, config_from_dict, join_configs, load_config_file
+from edjax.model_configs import (ConfigError, EncoderDecoderConfig, config_from_dict, join_configs,
+                                  load_config_file)
 from edjax.models.encoder_decoder import model_for_config
 from edjax.pretrained import resolve_path
 from edjax.processing.images import ImageProcessor
@@ -39,7 +40,9 @@ from edjax.train import checkpoint as ckpt_lib
 from edjax.train import evaluate as eval_lib
 from edjax.train import optimizer as opt_lib
 from edjax.train import partitioning, writers
+from edjax.train import workdir as workdir_lib
 from edjax.train.loss import token_loss
+from edjax.train.workdir import ConfigMismatchError, TrainingError, WorkdirBusyError  # noqa: F401
 
 log = logging.getLogger("edjax")
 
@@ -49,21 +52,75 @@ TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "merges.txt",
                    "special_tokens_map.json", "tokenizer_config.json")
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(TrainingError, FloatingPointError):
   """The training loss became NaN or Inf."""
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
-  """ValueError for a config the trainer cannot run (missing keys, bad batch split, dtype)."""
+  """ConfigError (a ValueError) for a config the trainer cannot run, naming the key: missing
+  keys, non-positive step counts / batch sizes, a negative learning rate, a bad batch split or
+  dtype, eval settings generate would reject, lengths over the model's position tables. Cheap
+  (reads config.json files at most), so it runs before any model is loaded."""
   missing = [k for k in REQUIRED_KEYS if k not in config]
   if missing:
-    raise ValueError(f"config lacks {missing}: start from configs.common.get_base_config()")
+    raise ConfigError(f"config lacks {missing}: start from configs.common.get_base_config()")
+  for key in ("total_steps", "log_every_steps", "checkpoint_every_steps", "eval_every_steps",
+              "batch_size", "grad_accum_steps", "eval.batch_size", "eval.num_beams",
+              "eval.max_length"):
+    node, *rest = key.split(".")
+    value = config[node][rest[0]] if rest else config[node]
+    if not isinstance(value, int) or value <= 0:
+      raise ConfigError(f"config.{key}={value!r}: must be a positive integer")
+  for key in ("learning_rate", "warmup_steps", "weight_decay"):
+    if config.optimizer[key] < 0:
+      raise ConfigError(f"config.optimizer.{key}={config.optimizer[key]!r}: must be >= 0")
+  if config.eval.min_length < 0 or config.eval.min_length > config.eval.max_length:
+    raise ConfigError(f"config.eval.min_length={config.eval.min_length}: must be in "
+                      f"[0, eval.max_length={config.eval.max_length}]")
+  if config.get("resume_step", 0) < 0:
+    raise ConfigError(f"config.resume_step={config.resume_step}: a saved step, or 0 (the newest)")
   if config.batch_size % config.grad_accum_steps:
-    raise ValueError(f"batch_size {config.batch_size} is not divisible by grad_accum_steps "
+    raise ConfigError(f"batch_size {config.batch_size} is not divisible by grad_accum_steps "
                      f"{config.grad_accum_steps}")
   if config.compute_dtype not in ("float32", "bfloat16"):
-    raise ValueError(f"compute_dtype={config.compute_dtype!r}: use 'float32' or 'bfloat16'")
+    raise ConfigError(f"config.compute_dtype={config.compute_dtype!r}: use 'float32' or 'bfloat16'")
   eval_lib.check_eval_config(config.eval)
+  check_lengths(config)
+
+
+def check_lengths(config) -> None:
+  """ConfigError when data.max_source_length / max_target_length or eval.max_length exceed the
+  encoder's / decoder's position table (read from the model configs; skipped where a config
+  cannot be read cheaply, e.g. a hub id offline: model loading reports that)."""
+  try:
+    if config.init_from and not is_workdir(config.init_from):
+      both = load_config_file(resolve_path(config.init_from))
+      enc, dec = both.encoder, both.decoder
+    else:
+      enc = _part_config(config.model.encoder_config, config.model.encoder)
+      dec = _part_config(config.model.decoder_config, config.model.decoder)
+  except Exception:  # noqa: BLE001 - the model loader gives the precise error later
+    return
+  checks = [("data.max_target_length", config.data.max_target_length, dec, "decoder"),
+            ("eval.max_length", config.eval.max_length, dec, "decoder")]
+  if data_lib.modality(config.data.name) != "image":  # an image encoder's length is its patches
+    checks.insert(0, ("data.max_source_length", config.data.max_source_length, enc, "encoder"))
+  for key, value, part, name in checks:
+    limit = getattr(part, "max_positions", None)
+    if isinstance(limit, int) and isinstance(value, int) and value > limit:
+      raise ConfigError(f"config.{key}={value} exceeds the {name}'s {limit} positions "
+                        f"({part.model_type}): lower it to {limit} or less")
+
+
+def check_batch_split(config, mesh) -> None:
+  """ConfigError when batch_size (or one micro-batch) does not split over the mesh's data x
+  fsdp devices, before anything is compiled."""
+  shards = int(mesh.shape["data"]) * int(mesh.shape["fsdp"])
+  micro = config.batch_size // config.grad_accum_steps
+  if micro % shards:
+    raise ConfigError(f"config.batch_size={config.batch_size} (micro-batch {micro} with "
+                      f"grad_accum_steps={config.grad_accum_steps}) is not divisible by the "
+                      f"mesh's data x fsdp = {shards} devices: use a multiple of {shards}")
 
 
 # ----------------------------------------------------------------------------- model
@@ -195,12 +252,12 @@ def start_training(config, ids: dict, dtype, optimizer, mesh, rules, ckpt: ckpt_
     params_fn = lambda: model.init(config.seed)  # noqa: E731
   layout = state_layout(model, optimizer, mesh, rules)
 
-  restored = ckpt.restore_latest(layout.abstract)  # 1. resume
+  restored = restore(config, ckpt, layout)  # 1. resume
   if restored is not None:
     state, meta = restored
     step = int(meta["step"])
     if int(meta.get("data_position", step)) != step:
-      raise ValueError(f"checkpoint meta {meta} has an inconsistent data position")
+      raise ckpt_lib.CheckpointError(f"checkpoint meta {meta} has an inconsistent data position")
     log.info("resumed from step %d (%s)", step, ckpt.directory)
     return model, layout, state, step
   if from_run:  # 2. another run's params
@@ -212,6 +269,76 @@ def start_training(config, ids: dict, dtype, optimizer, mesh, rules, ckpt: ckpt_
     log.info("initialised params from %s (step %s)", other.directory, found[1].get("step"))
     return model, layout, new_state(found[0]["params"], optimizer, config.seed, layout), 0
   return model, layout, new_state(params_fn(), optimizer, config.seed, layout), 0
+
+
+def restore(config, ckpt: ckpt_lib.Checkpointer, layout: StateLayout):
+  """(state, meta) to resume from, or None: the newest checkpoint that restores, or
+  config.resume_step's (the steps after it are moved to checkpoints.diverged/; a rerun whose
+  newest checkpoint was saved after that resume continues from it, so the flag can stay).
+  A checkpoint of another state shape is a ConfigMismatchError naming the changed config keys."""
+  step = config.get("resume_step", 0) or None
+  if step is not None:
+    newest = max(ckpt.all_steps(), default=None)
+    if newest is not None and (ckpt.read_meta(newest) or {}).get("resumed_from") == step:
+      step = None  # already resumed from it: keep going
+  try:
+    restored = ckpt.restore_latest(layout.abstract, step=step)
+  except ckpt_lib.StateMismatchError as e:
+    raise ConfigMismatchError(workdir_lib.mismatch_message(
+        config, os.path.dirname(ckpt.directory), e.step, e.differences)) from e
+  if restored is not None and step is not None:
+    moved = ckpt.move_newer_aside(step)
+    log.warning("resume_step=%d: resumed from step %d; moved the later steps %s to %s.diverged",
+                step, step, moved, ckpt.directory)
+    restored = restored[0], dict(restored[1], resumed_from=step)
+  return restored
+
+
+# ----------------------------------------------------------------------------- health
+
+
+@dataclasses.dataclass
+class Health:
+  """Whether the loss is still sane, for marking each saved checkpoint healthy or not: the loss
+  and grad norm finite and the loss at most `factor` x the median of the last `window` steps'
+  losses (a loss that explodes before it turns NaN leaves checkpoints not worth resuming)."""
+  factor: float = 10.0
+  window: int = 50
+  losses: list = dataclasses.field(default_factory=list)
+
+  def check(self, loss: float, grad_norm: float) -> bool:
+    """Records one step's loss; True when the step is healthy."""
+    recent = self.losses[-self.window:]
+    ok = math.isfinite(loss) and math.isfinite(grad_norm) and not (
+        len(recent) >= 3 and loss > self.factor * float(np.median(recent)))
+    if math.isfinite(loss):
+      self.losses.append(loss)
+    return ok
+
+
+def last_healthy(ckpt: ckpt_lib.Checkpointer) -> int | None:
+  """The newest checkpoint whose meta says healthy (one saved before health was recorded
+  counts as healthy)."""
+  for step in reversed(ckpt.all_steps()):
+    if (ckpt.read_meta(step) or {}).get("healthy", True):
+      return step
+  return None
+
+
+def divergence_message(loss: float, step: int, ckpt: ckpt_lib.Checkpointer, config) -> str:
+  """The NaN/Inf error: the step, the last healthy checkpoint and how to go on from it."""
+  good = last_healthy(ckpt)
+  lr = config.optimizer.learning_rate
+  if good is None:
+    return (f"loss is {loss} at step {step}: stopping. No healthy checkpoint was saved in "
+            f"{ckpt.directory}; lower --config.optimizer.learning_rate (now {lr:g}, e.g. "
+            f"{lr / 2:g}) or check the data, and rerun.")
+  later = [s for s in ckpt.all_steps() if s > good]
+  return (f"loss is {loss} at step {step}: stopping. The last good checkpoint (step {good}) in "
+          f"{ckpt.directory} is kept" + (f" (steps {later} were saved while the loss was "
+                                         "blowing up)" if later else "")
+          + f"; rerun with --config.resume_step={good} and a lower "
+          f"--config.optimizer.learning_rate (now {lr:g}, e.g. {lr / 2:g}), or check the data.")
 
 
 # ----------------------------------------------------------------------------- train step
@@ -277,17 +404,30 @@ def export(model, params, config, processor, directory: str) -> None:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Runs (or resumes) training in `workdir`; returns the final eval metrics, with "step" and
-  "examples" (three (source, prediction, reference) rows)."""
+  "examples" (three (source, prediction, reference) rows).
+
+  The config is checked before anything is loaded, and the workdir is locked for the run (one
+  run per workdir; WorkdirBusyError otherwise). Nothing in the workdir is written before the
+  train state is known to fit its checkpoints (ConfigMismatchError otherwise)."""
+  if not workdir or not str(workdir).strip():
+    raise ConfigError("--workdir is empty: name the directory the run writes to")
   check_config(config)
   if config.distributed:
     jax.distributed.initialize()
+  mesh = partitioning.make_mesh(config.mesh)
+  check_batch_split(config, mesh)
+  if jax.process_index() != 0:
+    return _train_and_evaluate(config, workdir, mesh)
+  with workdir_lib.WorkdirLock(workdir):
+    return _train_and_evaluate(config, workdir, mesh)
+
+
+def _train_and_evaluate(config, workdir: str, mesh) -> dict:
+  """train_and_evaluate once the config is checked and the workdir locked."""
   is_main = jax.process_index() == 0
   os.makedirs(workdir, exist_ok=True)
-  if is_main:
-    fileio.atomic_write(os.path.join(workdir, "config.json"), config.to_json_best_effort(indent=2))
 
   # --- mesh
-  mesh = partitioning.make_mesh(config.mesh)
   rules = tuple(tuple(r) for r in config.logical_axis_rules)
   log.info("mesh %s over %d devices", dict(mesh.shape), mesh.devices.size)
 
@@ -309,9 +449,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   optimizer = opt_lib.make_optimizer(config.optimizer, config.total_steps)
   ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
                                config.checkpoint.max_to_keep, config.checkpoint.async_save)
-  model, layout, state, start_step = start_training(config, ids, dtype, optimizer, mesh, rules,
-                                                    ckpt)
-  last_good = start_step if start_step > 0 else None
+  try:
+    model, layout, state, start_step = start_training(config, ids, dtype, optimizer, mesh, rules,
+                                                      ckpt)
+  except ConfigMismatchError:
+    if not config.get("overwrite_workdir", False):
+      raise
+    ckpt.close()
+    if is_main:
+      workdir_lib.move_run_aside(workdir)
+    ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
+                                 config.checkpoint.max_to_keep, config.checkpoint.async_save)
+    model, layout, state, start_step = start_training(config, ids, dtype, optimizer, mesh, rules,
+                                                      ckpt)
+  # checkpoints saved after a resume_step restore say so: a rerun with the flag continues them
+  resumed_from = {"resumed_from": config.resume_step} if config.get("resume_step", 0) else {}
+  if is_main:  # the state fits the workdir: now it is this run's
+    fileio.atomic_write(os.path.join(workdir, "config.json"), config.to_json_best_effort(indent=2))
+  health = Health(config.get("divergence_factor", 10.0))
   batch_sh = partitioning.batch_sharding(mesh, rules)
 
   def shard_batch(local: dict) -> dict:  # this host's rows -> one global array per key
@@ -347,13 +502,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   window, window_tokens, window_start = [], 0, time.monotonic()
   for step in range(start_step, config.total_steps):
     state, step_metrics = train_step(state, shard_batch(train_stream.batch(step)))
-    loss = float(step_metrics["loss"])
+    loss, grad_norm = float(step_metrics["loss"]), float(step_metrics["grad_norm"])
+    healthy = health.check(loss, grad_norm)
     if not math.isfinite(loss):
       ckpt.wait()
-      where = f"step {last_good}" if last_good is not None else "none saved yet"
-      raise NonFiniteLossError(
-          f"loss is {loss} at step {step + 1}: stopping. The last good checkpoint ({where}) in "
-          f"{ckpt.directory} is kept; lower optimizer.learning_rate or check the data.")
+      raise NonFiniteLossError(divergence_message(loss, step + 1, ckpt, config))
     window.append(loss)
     window_tokens += int(step_metrics["tokens"])
     done = step + 1
@@ -361,14 +514,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if done % config.log_every_steps == 0 or done == config.total_steps:
       now = time.monotonic()
       metrics_writer.write_scalars(done, {
-          "train/loss": float(np.mean(window)), "train/grad_norm": float(step_metrics["grad_norm"]),
+          "train/loss": float(np.mean(window)), "train/grad_norm": grad_norm,
           "train/learning_rate": float(schedule(done)),
           "train/tokens_per_sec": window_tokens / max(now - window_start, 1e-9)})
       window, window_tokens, window_start = [], 0, now
     if done % config.checkpoint_every_steps == 0 or done == config.total_steps:
       with report_progress.timed("checkpoint"):
-        ckpt.save(done, state, {"step": done, "data_position": done, "seed": config.seed})
-      last_good = done
+        ckpt.save(done, state, {"step": done, "data_position": done, "seed": config.seed,
+                                "loss": loss, "grad_norm": grad_norm, "healthy": healthy,
+                                **resumed_from})
+      if not healthy:
+        log.warning("step %d: loss %g (grad norm %g) is not healthy (non-finite, or over %gx the "
+                    "median of the recent losses); its checkpoint is marked unhealthy", done,
+                    loss, grad_norm, health.factor)
     if done % config.eval_every_steps == 0 or done == config.total_steps:
       run_eval(done)
   if start_step >= config.total_steps and not final:  # a finished run only re-evaluates

@@ -52,9 +52,11 @@ def check_arguments(output: str, batch_size: int, max_input_length: int | None,
   if os.path.isdir(output):
     raise InputError(f"--output {output} is a directory: name a file, e.g. "
                      f"{os.path.join(output, 'predictions.jsonl')}")
-  parent = os.path.dirname(os.path.abspath(output))
+  parent = os.path.dirname(os.path.abspath(output))  # created if missing: check what exists
+  while not os.path.exists(parent):
+    parent = os.path.dirname(parent)
   if not os.path.isdir(parent):
-    raise InputError(f"--output {output}: its folder {parent} does not exist")
+    raise InputError(f"--output {output}: {parent} is a file, not a folder")
   if not os.access(parent, os.W_OK) or (os.path.exists(output) and not os.access(output, os.W_OK)):
     raise InputError(f"--output {output} is not writable")
 

@@ -187,13 +187,15 @@ def test_empty_workdir_and_batch_split_are_rejected():
     (dict(batch_size=0), r"--batch_size=0"),
     (dict(gen_kwargs={"max_new_tokens": 0}), r"--max_new_tokens=0"),
     (dict(output="DIR"), r"--output .* is a directory"),
-    (dict(output="DIR/missing/out.jsonl"), r"does not exist"),
+    (dict(output="DIR/file.txt/out.jsonl"), r"file\.txt is a file, not a folder"),
 ])
 def test_predict_arguments_are_checked_before_generating(args, message, tmp_path):
   kwargs = dict(output=str(tmp_path / "out.jsonl"), batch_size=8, max_input_length=None,
                 gen_kwargs={})
   kwargs.update(args)
   kwargs["output"] = kwargs["output"].replace("DIR", str(tmp_path))
+  (tmp_path / "file.txt").write_text("")
+  predict_lib.check_arguments(str(tmp_path / "new" / "out.jsonl"), 8, None, {})  # made when saved
   with pytest.raises(predict_lib.InputError, match=message):
     predict_lib.check_arguments(**kwargs)
 

@@ -312,7 +312,7 @@ class Health:
     ok = math.isfinite(loss) and math.isfinite(grad_norm) and not (
         len(recent) >= 3 and loss > self.factor * float(np.median(recent)))
     if math.isfinite(loss):
-      self.losses.append(loss)
+      self.losses = self.losses[-self.window + 1:] + [loss]
     return ok
 
 

@@ -21,9 +21,10 @@ import pytest  # noqa: E402
 PARITY_MODULES = {"test_parity", "test_vision_parity", "test_vit", "test_minilm", "test_generate",
                   "test_roundtrip", "test_convert", "test_decode_cache", "test_bart", "test_beit",
                   "test_swin", "test_bert_generation", "test_electra", "test_xlmr",
-                  "test_generate_controls"}
+                  "test_generate_controls", "test_score", "test_sentencepiece"}
 SLOW_MODULES = {"test_train", "test_predict", "test_vision_train", "test_study", "test_minilm",
-                "test_coco_captions", "test_roundtrip", "test_generate"}
+                "test_coco_captions", "test_roundtrip", "test_generate", "test_swin_donut_train",
+                "test_text_zoo_train", "test_reliability", "test_generate_controls"}
 
 
 def pytest_collection_modifyitems(config, items):

@@ -13,6 +13,7 @@ import sys
 import jax.numpy as jnp
 import pytest
 
+import edjax
 import edjax.data
 from edjax import predict as predict_lib
 from edjax.model_configs import ConfigError
@@ -239,3 +240,10 @@ def test_predict_main_prints_one_error_line_without_traceback(tmp_path):
   assert proc.returncode != 0
   assert "error: --output" in proc.stderr and "is a directory" in proc.stderr
   assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
+
+
+def test_init_from_a_workdir_without_checkpoints_is_a_checkpoint_error(tmp_path):
+  other = tmp_path / "other"
+  (other / "checkpoints").mkdir(parents=True)
+  with pytest.raises(edjax.CheckpointError, match=r"config\.init_from=.*no restorable checkpoint"):
+    train_lib.train_and_evaluate(smoke_config(init_from=str(other), **FAST), str(tmp_path / "w"))

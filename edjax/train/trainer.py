@@ -264,8 +264,8 @@ def start_training(config, ids: dict, dtype, optimizer, mesh, rules, ckpt: ckpt_
     other = ckpt_lib.Checkpointer(os.path.join(config.init_from, "checkpoints"), async_save=False)
     found = other.restore_latest(layout.abstract)
     if found is None:
-      raise FileNotFoundError(f"init_from={config.init_from}: no restorable checkpoint in "
-                              f"{other.directory}")
+      raise ckpt_lib.CheckpointError(f"config.init_from={config.init_from}: no restorable "
+                                     f"checkpoint in {other.directory}")
     log.info("initialised params from %s (step %s)", other.directory, found[1].get("step"))
     return model, layout, new_state(found[0]["params"], optimizer, config.seed, layout), 0
   return model, layout, new_state(params_fn(), optimizer, config.seed, layout), 0

@@ -247,3 +247,17 @@ def test_init_from_a_workdir_without_checkpoints_is_a_checkpoint_error(tmp_path)
   (other / "checkpoints").mkdir(parents=True)
   with pytest.raises(edjax.CheckpointError, match=r"config\.init_from=.*no restorable checkpoint"):
     train_lib.train_and_evaluate(smoke_config(init_from=str(other), **FAST), str(tmp_path / "w"))
+
+
+def test_cli_rerun_with_another_hidden_size_is_one_error_line(tmp_path):
+  """The issue's command: the smoke workdir rerun with --config.model.encoder_config.hidden_size=64."""
+  workdir = str(tmp_path / "run")
+  train_lib.train_and_evaluate(smoke_config(**FAST), workdir)
+  before = snapshot(workdir)
+  proc = run_main("experiments.train", "--config=configs/bert2bert.py:smoke", f"--workdir={workdir}",
+                  *[f"--config.{k}={v}" for k, v in FAST.items()],
+                  "--config.model.encoder_config.hidden_size=64")
+  assert proc.returncode != 0
+  assert "error: workdir" in proc.stderr and "hidden_size: 32 -> 64" in proc.stderr
+  assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
+  assert snapshot(workdir) == before

@@ -6,6 +6,12 @@ checkpoints/ (orbax, every config.checkpoint_every_steps; rerunning resumes para
 state, step, RNG and data position), predictions_<step>.jsonl at each evaluation and, at the end,
 export/ (HF format + tokenizer files, ready for `experiments.predict` and transformers).
 
+Workdir safety (`edjax.train.workdir`): the config is checked before anything loads; one run
+holds DIR/.lock at a time; a rerun whose model / optimizer state no longer fits DIR's checkpoints
+stops with ConfigMismatchError (the changed keys, old -> new) and touches nothing, only
+unreadable checkpoints go to checkpoints.corrupt/; every checkpoint's meta records whether the
+loss was healthy, and the NaN/Inf error names the last healthy one for `config.resume_step`.
+
 The module reads top to bottom in the order of a run: config, model and where training starts,
 sharding, train step, then `train_and_evaluate` itself (mesh, data, model, sharding, step,
 checkpoint, eval, loop). Evaluation is `edjax.train.evaluate`; the loss both share is

@@ -272,7 +272,10 @@ def test_loss_shape_mismatch():
 
 def test_unknown_model_type_in_dict():
   with pytest.raises(edjax.ConfigError, match=r"unknown model_type 't5': edjax supports "
-                                              r"\['bert', 'deit', 'gpt2', 'roberta', 'trocr', 'vit'\]"):
+                                              r"\['bart', 'beit', 'bert', 'bert-generation', 'camembert', "
+                                              r"'deit', 'donut-swin', 'electra', 'gpt2', 'mbart', "
+                                              r"'roberta', "
+                                              r"'swin', 'trocr', 'vit', 'xlm-roberta'\]"):
     configs.config_from_dict({"model_type": "t5", "d_model": 32})
   with pytest.raises(edjax.ConfigError, match=r"config has no 'model_type' key; add one of"):
     configs.config_from_dict({"hidden_size": 32})
@@ -319,7 +322,9 @@ def test_cross_attention_hidden_size_mismatch():
 def test_gpt2_cannot_encode():
   cfg = edjax.EncoderDecoderConfig.from_encoder_decoder_configs(_gpt2(), _gpt2())
   with pytest.raises(edjax.ConfigError, match=r"model_type 'gpt2' cannot be an encoder; encoders: "
-                                              r"\['bert', 'roberta', 'vit', 'deit'\]"):
+                                              r"\['bert', 'roberta', 'xlm-roberta', 'camembert', 'vit', "
+                                              r"'deit', 'swin', 'donut-swin', 'beit', 'bert-generation', "
+                                              r"'electra'\]"):
     edjax.EncoderDecoderModel(cfg)
 
 

@@ -27,11 +27,22 @@ SLOW_MODULES = {"test_train", "test_predict", "test_vision_train", "test_study",
                 "test_text_zoo_train", "test_reliability", "test_generate_controls"}
 
 
+# The parity tests that stay in the fast tier: one logits comparison per family shape (the full
+# matrix, generation and warm starts run in `make test` / `make parity`).
+FAST_PARITY = ("test_parity.py::test_logits[bert2bert]", "test_parity.py::test_logits[roberta2gpt2-proj]",
+               "test_vit.py::test_parity[", "test_bart.py::test_logits_and_loss_match_transformers[",
+               "test_beit.py::test_parity_with_transformers[per_layer_bias]",
+               "test_vision_parity.py::test_logits_and_loss_match_transformers[deit2trocr]",
+               "test_score.py::test_score_equals_transformers_loss[bert]")
+
+
 def pytest_collection_modifyitems(config, items):
   for item in items:
     module = item.module.__name__.rsplit(".", 1)[-1]
     if module in PARITY_MODULES:
       item.add_marker(pytest.mark.parity)
+      if not any(key in item.nodeid for key in FAST_PARITY):
+        item.add_marker(pytest.mark.slow)
     if module in SLOW_MODULES:
       item.add_marker(pytest.mark.slow)
 

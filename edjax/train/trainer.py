@@ -41,7 +41,7 @@ from edjax.model_configs import (ConfigError, EncoderDecoderConfig, config_from_
 from edjax.models.encoder_decoder import model_for_config
 from edjax.pretrained import resolve_path
 from edjax.processing.images import ImageProcessor
-from edjax.processing.tokenizers import Tokenizer
+from edjax.processing.tokenizers import TOKENIZER_FILES, Tokenizer
 from edjax.train import checkpoint as ckpt_lib
 from edjax.train import evaluate as eval_lib
 from edjax.train import optimizer as opt_lib
@@ -54,8 +54,6 @@ log = logging.getLogger("edjax")
 
 REQUIRED_KEYS = ("total_steps", "log_every_steps", "checkpoint_every_steps", "eval_every_steps",
                  "seed", "batch_size", "mesh", "data", "model", "optimizer", "eval")
-TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "merges.txt",
-                   "special_tokens_map.json", "tokenizer_config.json")
 
 
 class NonFiniteLossError(TrainingError, FloatingPointError):

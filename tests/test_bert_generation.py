@@ -68,7 +68,8 @@ def test_export_round_trip_loads_in_transformers(name, tmp_path):
 
 def test_untied_lm_head_matches_transformers(tmp_path):
   """tie_word_embeddings=False: the output projection is its own tensor, loaded and exported."""
-  hf, model, params, _ = tz.built("bert-generation", "bert-generation", 32, 32, 0, (("tie_word_embeddings", False),))
+  hf, model, params, _ = tz.built("bert-generation", "bert-generation", 32, 32, 0,
+                                  (("tie_word_embeddings", False),))
   assert not model.config.decoder.tie_word_embeddings
   tz.check_logits(hf, model, params)
   tz.check_export(hf, model, params, str(tmp_path))

@@ -150,6 +150,46 @@ def predict(checkpoint: str, lines: list[str], tokenizer_dir: str, decoder_token
   return results
 
 
+def read_pairs(path: str) -> list[tuple[str, str]]:
+  """`source<TAB>target` lines of a UTF-8 file (InputError naming the line when one is not)."""
+  pairs = []
+  for i, line in enumerate(read_inputs(path), 1):
+    parts = line.split("\t")
+    if len(parts) != 2 or not parts[0].strip() or not parts[1].strip():
+      raise InputError(f"--input {path} line {i} is not 'source<TAB>target' with both fields "
+                       "non-empty (--score reads pairs)")
+    pairs.append((parts[0], parts[1]))
+  return pairs
+
+
+def score(checkpoint: str, pairs: list[tuple[str, str]], tokenizer_dir: str,
+          decoder_tokenizer_dir: str, batch_size: int, max_input_length: int | None,
+          max_target_length: int | None = None) -> list[dict]:
+  """Scores each (source, target) pair with `edjax.score`: [{'input', 'target',
+  'log_likelihood', 'mean_log_likelihood', 'num_tokens'}] in input order. Targets are tokenized
+  as training does (`Tokenizer.encode_targets`: no start token, eos last)."""
+  model, params = edjax.from_pretrained(checkpoint)
+  if isinstance(model, edjax.VisionEncoderDecoderModel):
+    raise InputError("--score reads text pairs; this checkpoint has an image encoder")
+  tgt_tok = Tokenizer.from_dir(decoder_tokenizer_dir)
+  src_tok = tgt_tok if decoder_tokenizer_dir == tokenizer_dir else Tokenizer.from_dir(tokenizer_dir)
+  max_src = max_input_length or model.config.encoder.max_positions
+  max_tgt = max_target_length or model.config.decoder.max_positions
+  rows = []
+  for start in range(0, len(pairs), batch_size):
+    batch = pairs[start:start + batch_size]
+    ids, mask = src_tok.encode_batch([s for s, _ in batch], max_src)  # [b, src_len]
+    labels, label_mask = tgt_tok.encode_targets([t for _, t in batch], max_tgt)  # [b, tgt_len]
+    labels = np.where(label_mask > 0, labels, edjax.losses.IGNORE_INDEX)
+    out = edjax.score(model, params, ids, mask, labels=labels)
+    for j, (src, tgt) in enumerate(batch):
+      rows.append({"input": src, "target": tgt,
+                   "log_likelihood": float(out.log_likelihood[j]),
+                   "mean_log_likelihood": float(out.mean_log_likelihood[j]),
+                   "num_tokens": int(out.num_tokens[j])})
+  return rows
+
+
 def write_jsonl(path: str, rows: list[dict]) -> None:
   """Writes rows to `path` as JSON lines, atomically (a reader never sees half a file)."""
   fileio.atomic_write(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))

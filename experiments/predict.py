@@ -14,6 +14,8 @@ r"""Batch prediction with a trained (or any HF-format) encoder-decoder: the comm
   encoder's image size).
 --output: JSONL, one {"input", "output", "score"} object per input line, written atomically (a
   directory or an unwritable path is rejected before anything is generated).
+--score: --input holds `source<TAB>target` lines; each gets {"input", "target",
+  "log_likelihood", "mean_log_likelihood", "num_tokens"} (edjax.score) instead of a generation.
 Generation flags (one per `edjax.generation.SETTING_NAMES`) left unset take the checkpoint's
 generation_config.json values, then HF's defaults.
 An edjax error (a bad flag, input or checkpoint) prints one line `error: ...` and exits 2;
@@ -44,6 +46,8 @@ flags.DEFINE_string("image_processor", None,
 flags.DEFINE_integer("batch_size", 8, "Inputs per generate call.")
 flags.DEFINE_integer("max_input_length", None, "Truncate inputs (default: encoder positions).")
 flags.DEFINE_integer("seed", 0, "PRNG seed for sampling.")
+flags.DEFINE_boolean("score", False, "Score `source<TAB>target` lines (edjax.score: the targets' "
+                     "log-likelihood) instead of generating.")
 
 HELP = {
     "max_length": "Max decoder length incl. the start token.",
@@ -106,6 +110,13 @@ def main(argv):
   try:
     predict_lib.check_arguments(FLAGS.output, FLAGS.batch_size, FLAGS.max_input_length,
                                 generation_kwargs())
+    if FLAGS.score:
+      rows = predict_lib.score(FLAGS.checkpoint, predict_lib.read_pairs(FLAGS.input), tokenizer_dir,
+                               FLAGS.decoder_tokenizer or tokenizer_dir, FLAGS.batch_size,
+                               FLAGS.max_input_length)
+      predict_lib.write_jsonl(FLAGS.output, rows)
+      print(f"wrote {len(rows)} scores to {FLAGS.output}", file=sys.stderr)
+      return
     lines = predict_lib.read_inputs(FLAGS.input)
     rows = predict_lib.predict(
         FLAGS.checkpoint, lines, tokenizer_dir, FLAGS.decoder_tokenizer or tokenizer_dir,

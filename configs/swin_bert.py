@@ -37,31 +37,12 @@ TINY_BERT = dict(model_type="bert", vocab_size=30522, hidden_size=32, num_hidden
 def get_config(variant: str = "default"):
   c = common.get_base_config()
   minilm = minilm_dir()
-  c.model.encoder = ""
-  c.model.encoder_config = dict(SMALL_SWIN)
-  c.model.decoder = minilm
-  c.data.tokenizer = minilm
-  c.data.update(dict(name="rendered_ocr", num_train=50_000, eval_examples=500, image_height=32,
-                     image_width=128, max_words=4, max_chars=24, max_target_length=26,
-                     render_seed=0, image_processor="", target_units="characters"))
-  c.total_steps = 800
-  c.batch_size = 32
-  c.log_every_steps = 50
-  c.checkpoint_every_steps = 400
-  c.eval_every_steps = 400
-  c.optimizer.learning_rate = 5e-4
-  c.optimizer.warmup_steps = 100
-  c.eval.update(dict(batch_size=100, num_generate=500, num_beams=1, max_length=28,
-                     metrics=("cer", "wer", "exact_match", "bleu")))
+  common.rendered_ocr_recipe(c, SMALL_SWIN, minilm)
 
   if variant == "default":
     pass
   elif variant == "smoke":
-    common.make_smoke(c, TINY_SWIN, TINY_BERT, total_steps=6)
-    c.data.update(dict(num_train=64, eval_examples=8, max_target_length=26))
-    c.eval.update(dict(batch_size=8, num_generate=8, num_beams=2, max_length=12,
-                       metrics=("cer", "wer", "exact_match")))
-    c.checkpoint_every_steps = 3
+    common.rendered_ocr_smoke(c, TINY_SWIN, TINY_BERT)
   elif variant in ("pod", "pod384"):
     c.model.encoder_config = {}
     c.model.encoder = ("microsoft/swin-base-patch4-window7-224-in22k" if variant == "pod"

@@ -40,6 +40,24 @@ class _Extra(tuple):
     return hash(tuple((k, _freeze(v)) for k, v in self))
 
 
+# HFConfig fields that say how a model runs, not what it is: kept out of config.json.
+RUNTIME_FIELDS = ("attention_impl", "scan_layers", "remat")
+ATTENTION_IMPLS = ("einsum", "xla", "cudnn")
+# 'none', 'full' (save nothing: recompute the whole block) or a jax.checkpoint_policies name.
+REMAT_POLICIES = ("none", "full", "dots", "dots_with_no_batch_dims", "nothing_saveable",
+                  "everything_saveable", "checkpoint_dots", "checkpoint_dots_with_no_batch_dims")
+
+
+def check_runtime_options(attention_impl: str, scan_layers, remat: str) -> None:
+  """ConfigError for an attention_impl / scan_layers / remat value edjax does not know."""
+  if attention_impl not in ATTENTION_IMPLS:
+    raise ConfigError(f"attention_impl={attention_impl!r}: use one of {ATTENTION_IMPLS}")
+  if not isinstance(scan_layers, bool):
+    raise ConfigError(f"scan_layers={scan_layers!r}: use True or False")
+  if remat not in REMAT_POLICIES:
+    raise ConfigError(f"remat={remat!r}: use one of {REMAT_POLICIES}")
+
+
 @dataclasses.dataclass(frozen=True)
 class HFConfig:
   """Shared from_dict / to_dict / replace behaviour of all model configs."""
@@ -47,10 +65,20 @@ class HFConfig:
   model_type: ClassVar[str] = ""
   # Unknown HF keys, kept verbatim for the round trip (a tuple of items so the config hashes).
   extra: tuple = ()
+  # How the model runs, not what it is (like HF's `_attn_implementation`): never written to
+  # config.json, settable like any field (`replace`, `encoder_overrides`, `config.model.*`).
+  # attention_impl: 'einsum' (the parity oracle) | 'xla' (jax.nn.dot_product_attention) |
+  #   'cudnn' (GPU); scan_layers: run the layer stack under nn.scan (params stacked on a
+  #   leading `layers` axis); remat: 'none' | 'full' | a jax.checkpoint_policies name, per block.
+  attention_impl: str = "einsum"
+  scan_layers: bool = False
+  remat: str = "none"
 
   @classmethod
   def field_names(cls) -> set[str]:
-    return {f.name for f in dataclasses.fields(cls) if f.name != "extra"}
+    """The HF config keys this class models (not `extra`, not the RUNTIME_FIELDS)."""
+    return {f.name for f in dataclasses.fields(cls)
+            if f.name != "extra" and f.name not in RUNTIME_FIELDS}
 
   @classmethod
   def from_dict(cls, d: Mapping[str, Any]) -> "HFConfig":
@@ -68,12 +96,13 @@ class HFConfig:
   def __post_init__(self):
     if not isinstance(self.extra, _Extra):
       object.__setattr__(self, "extra", _Extra(self.extra))
+    check_runtime_options(self.attention_impl, self.scan_layers, self.remat)
 
   def to_dict(self) -> dict:
     """The HF config.json dict (model_type first, then fields, then the kept unknown keys)."""
     out = {"model_type": self.model_type}
     for f in dataclasses.fields(self):
-      if f.name == "extra":
+      if f.name == "extra" or f.name in RUNTIME_FIELDS:
         continue
       out[f.name] = getattr(self, f.name)
     out.update(dict(self.extra))
@@ -81,11 +110,12 @@ class HFConfig:
 
   def replace(self, **overrides) -> "HFConfig":
     """Returns a copy with fields replaced; a key that is not a field is a ConfigError."""
-    unknown = sorted(set(overrides) - self.field_names())
+    valid = self.field_names() | set(RUNTIME_FIELDS)
+    unknown = sorted(set(overrides) - valid)
     if unknown:
       raise ConfigError(
           f"unknown {type(self).__name__} key(s) {unknown}; valid keys are: "
-          f"{', '.join(sorted(self.field_names()))}")
+          f"{', '.join(sorted(valid))}")
     return dataclasses.replace(self, **overrides)
 
   def __hash__(self):
@@ -243,3 +273,18 @@ def load_config_file(path: str) -> Any:
     except json.JSONDecodeError as e:
       raise ConfigError(f"{path} is not valid JSON ({e}); re-export the checkpoint") from e
   return config_from_dict(d)
+
+
+def with_runtime_options(config, **options):
+  """`config` (a model config or a composite: both parts) with RUNTIME_FIELDS replaced; keys
+  left out or given as None keep their value. ConfigError for another key or a bad value."""
+  unknown = sorted(set(options) - set(RUNTIME_FIELDS))
+  if unknown:
+    raise ConfigError(f"unknown runtime option(s) {unknown}; valid: {RUNTIME_FIELDS}")
+  options = {k: v for k, v in options.items() if v is not None}
+  if not options:
+    return config
+  if isinstance(config, EncoderDecoderConfig):
+    return config.replace(encoder=config.encoder.replace(**options),
+                          decoder=config.decoder.replace(**options))
+  return config.replace(**options)

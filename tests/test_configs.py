@@ -218,3 +218,23 @@ def test_logical_axes_cover_every_param(name):
     head = [p for p in shapes if "lm_head" in p and p.endswith("kernel")
             and shapes[p].shape[-1] == dec.vocab_size]
     assert head and all(tuple(axes[p]) == ("embed", "vocab") for p in head), head
+
+
+def test_runtime_options_are_settable_checked_and_never_written():
+  """attention_impl / scan_layers / remat say how a model runs: replace and with_runtime_options
+  set them (on both parts of a composite), a bad value is a ConfigError, config.json omits them."""
+  from edjax.model_configs import ConfigError, with_runtime_options
+  bert = edjax.BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                          intermediate_size=37)
+  both = edjax.EncoderDecoderConfig.from_encoder_decoder_configs(bert, bert)
+  fast = with_runtime_options(both, remat="full", scan_layers=True, attention_impl=None)
+  assert (fast.encoder.remat, fast.decoder.remat, fast.decoder.scan_layers) == ("full", "full", True)
+  assert fast.encoder.attention_impl == "einsum"  # None keeps the value
+  assert not {"remat", "scan_layers", "attention_impl"} & set(fast.encoder.to_dict())
+  assert fast.to_dict() == both.to_dict()
+  with pytest.raises(ConfigError, match="remat='fully'"):
+    bert.replace(remat="fully")
+  with pytest.raises(ConfigError, match="attention_impl='flash'"):
+    with_runtime_options(both, attention_impl="flash")
+  with pytest.raises(ConfigError, match="unknown runtime option"):
+    with_runtime_options(both, scan=True)

@@ -99,7 +99,7 @@ def block_config(config: BeitConfig) -> layers.BlockConfig:
       layer_norm_eps=config.layer_norm_eps, pre_layer_norm=True,
       dropout_rate=config.hidden_dropout_prob,
       attention_dropout_rate=config.attention_probs_dropout_prob,
-      init_std=config.initializer_range, qkv_bias=(True, False, True))
+      init_std=config.initializer_range, qkv_bias=(True, False, True), **layers.runtime_options(config))
 
 
 def relative_position_index(grid: tuple[int, int]) -> np.ndarray:

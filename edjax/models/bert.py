@@ -119,7 +119,7 @@ def block_config(config: BertConfig) -> layers.BlockConfig:
       layer_norm_eps=config.layer_norm_eps, pre_layer_norm=False,
       cross_attention=config.add_cross_attention, dropout_rate=config.hidden_dropout_prob,
       attention_dropout_rate=config.attention_probs_dropout_prob,
-      init_std=config.initializer_range)
+      init_std=config.initializer_range, **layers.runtime_options(config))
 
 
 def position_ids(config: BertConfig, input_ids: Array, offset: Array | int) -> Array:

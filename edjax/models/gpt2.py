@@ -89,7 +89,7 @@ def block_config(config: GPT2Config) -> layers.BlockConfig:
       cross_attention=config.add_cross_attention, dropout_rate=config.resid_pdrop,
       attention_dropout_rate=config.attn_pdrop, scale_attention=config.scale_attn_weights,
       scale_by_inverse_layer_idx=config.scale_attn_by_inverse_layer_idx,
-      init_std=config.initializer_range)
+      init_std=config.initializer_range, **layers.runtime_options(config))
 
 
 class GPT2Model(nn.Module):

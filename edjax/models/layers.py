@@ -166,6 +166,11 @@ class BlockConfig:
   # (query, key, value) projection biases: ViT with qkv_bias=False (TrOCR-base) has none, BEiT's
   # key has none.
   qkv_bias: tuple[bool, bool, bool] = (True, True, True)
+  # How the block runs (the model config's RUNTIME_FIELDS, via `runtime_options`): never changes
+  # the numbers beyond float rounding, only speed / memory / param layout.
+  attention_impl: str = "einsum"
+  scan_layers: bool = False
+  remat: str = "none"
 
   @property
   def head_dim(self) -> int:
@@ -173,6 +178,14 @@ class BlockConfig:
       raise ValueError(f"hidden_size {self.hidden_size} is not a multiple of num_heads "
                        f"{self.num_heads}; fix the model config")
     return self.hidden_size // self.num_heads
+
+
+def runtime_options(config) -> dict:
+  """The BlockConfig fields a model config's runtime options set (attention_impl, scan_layers,
+  remat; see edjax.model_configs.RUNTIME_FIELDS): `BlockConfig(..., **runtime_options(cfg))`."""
+  return dict(attention_impl=getattr(config, "attention_impl", "einsum"),
+              scan_layers=getattr(config, "scan_layers", False),
+              remat=getattr(config, "remat", "none"))
 
 
 def dot_product_attention(query: Array, key: Array, value: Array, bias: Array | None,

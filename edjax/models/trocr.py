@@ -111,7 +111,8 @@ def block_config(config: TrOCRConfig) -> layers.BlockConfig:
       layer_norm_eps=config.layer_norm_eps, pre_layer_norm=config.pre_layer_norm,
       cross_attention=config.add_cross_attention, dropout_rate=config.dropout,
       attention_dropout_rate=config.attention_dropout,
-      activation_dropout_rate=config.activation_dropout, init_std=config.init_std)
+      activation_dropout_rate=config.activation_dropout, init_std=config.init_std,
+      **layers.runtime_options(config))
 
 
 def sinusoidal_table(num_positions: int, dim: int, padding_idx: int | None) -> np.ndarray:

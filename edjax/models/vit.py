@@ -114,7 +114,7 @@ def block_config(config: ViTConfig) -> layers.BlockConfig:
       layer_norm_eps=config.layer_norm_eps, pre_layer_norm=True,
       cross_attention=False, dropout_rate=config.hidden_dropout_prob,
       attention_dropout_rate=config.attention_probs_dropout_prob,
-      init_std=config.initializer_range, qkv_bias=(config.qkv_bias,) * 3)
+      init_std=config.initializer_range, qkv_bias=(config.qkv_bias,) * 3, **layers.runtime_options(config))
 
 
 def check_pixel_values(config: ViTConfig, pixel_values: Array) -> None:

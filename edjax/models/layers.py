@@ -19,6 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from edjax.models.attention import dot_product_attention  # noqa: F401  (re-exported)
 from edjax.models.outputs import CausalLMOutput
 
 Array = jax.Array
@@ -188,42 +189,6 @@ def runtime_options(config) -> dict:
               remat=getattr(config, "remat", "none"))
 
 
-def dot_product_attention(query: Array, key: Array, value: Array, bias: Array | None,
-                          scale: float, dropout_rng: Array | None, dropout_rate: float,
-                          dtype: Dtype) -> tuple[Array, Array]:
-  """Softmax attention in fp32.
-
-  query [batch, q_len, heads, head_dim], key/value [batch, k_len, heads, head_dim],
-  bias broadcastable to [batch, heads, q_len, k_len]. Returns (out [batch, q_len, heads,
-  head_dim], probs [batch, heads, q_len, k_len]).
-
-  Grouped queries: when key/value have batch `b` and the query has batch `b * g` (beam search:
-  g beams per input share the encoder's cross-attention K/V, computed once), each group of g
-  consecutive query rows attends to its own K/V without copying them; bias then has batch `b`.
-  """
-  q_batch, q_len, heads, head_dim = query.shape
-  k_batch = key.shape[0]
-  group = q_batch // k_batch
-  if group * k_batch != q_batch:
-    raise ValueError(f"query batch {q_batch} is not a multiple of key batch {k_batch}")
-  query = query.reshape(k_batch, group * q_len, heads, head_dim)  # [b, g*q, heads, head_dim]
-  scores = jnp.einsum("bqhd,bkhd->bhqk", query, key,
-                      preferred_element_type=jnp.float32) * scale  # [b, heads, g*q, k]
-  if bias is not None:
-    scores = scores + bias
-  probs = jax.nn.softmax(scores, axis=-1)
-  dropped = probs
-  if dropout_rng is not None and dropout_rate > 0.0:
-    keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, probs.shape)
-    dropped = jnp.where(keep, probs / (1.0 - dropout_rate), 0.0)
-  out = jnp.einsum("bhqk,bkhd->bqhd", dropped.astype(dtype), value)  # [b, g*q, heads, head_dim]
-  out = out.reshape(q_batch, q_len, heads, head_dim)
-  if group > 1:  # [b, heads, g*q, k] -> [b*g, heads, q, k]
-    probs = probs.reshape(k_batch, heads, group, q_len, -1).transpose(0, 2, 1, 3, 4)
-    probs = probs.reshape(q_batch, heads, q_len, -1)
-  return out, probs
-
-
 class Attention(nn.Module):
   """Multi-head attention: self (optionally causal with a static decode cache) or cross.
 
@@ -313,12 +278,9 @@ class Attention(nn.Module):
     dropout_rng = None
     if not deterministic and self.config.attention_dropout_rate > 0.0:
       dropout_rng = self.make_rng("dropout")
-    score_bias = mask_to_bias(mask)
-    if bias is not None:
-      bias = bias.astype(jnp.float32)
-      score_bias = bias if score_bias is None else score_bias + bias
-    out, probs = dot_product_attention(query, key, value, score_bias, self._scale(),
-                                       dropout_rng, self.config.attention_dropout_rate, self.dtype)
+    out, probs = dot_product_attention(query, key, value, bias, self._scale(), dropout_rng,
+                                       self.config.attention_dropout_rate, self.dtype, mask=mask,
+                                       impl=self.config.attention_impl)
     return self.out(out), probs  # [batch, q_len, embed]
 
 

@@ -25,6 +25,7 @@ PARITY_MODULES = {"test_parity", "test_vision_parity", "test_vit", "test_minilm"
 SLOW_MODULES = {"test_train", "test_predict", "test_vision_train", "test_study", "test_minilm",
                 "test_coco_captions", "test_roundtrip", "test_generate", "test_swin_donut_train",
                 "test_text_zoo_train", "test_reliability", "test_generate_controls"}
+SLOW_MODULES |= {"test_packing"}  # tiny models compiled per pair + two WikiSplit runs
 
 
 # The parity tests that stay in the fast tier: one logits comparison per family shape (the full

@@ -52,7 +52,7 @@ from typing import Callable, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 from absl import logging
 
-from edjax.data import registry
+from edjax.data import packing, registry
 from edjax.data.streams import (EvalSet, IndexedStream, base_name, check_seed, check_sharding,
                                 config_value)
 from edjax.losses import IGNORE_INDEX
@@ -69,6 +69,8 @@ TEXT_DEFAULTS = dict(
     eval_offset=0,            # the subset starts at this position of that order
     max_source_length=128,    # encoder length, specials included
     max_target_length=128,    # label length, eos included
+    pack=False,               # training rows pack several examples (edjax.data.packing)
+    pack_examples_per_row=0,  # the packer's window per row (0: from the mean lengths)
 )
 
 Pairs = list[tuple[str, str]]
@@ -287,8 +289,16 @@ def build_text(data_config, *, encoder_tokenizer: Tokenizer, decoder_tokenizer: 
   train = tokenize(source.train_chunks(data_config, name), encoder_tokenizer, decoder_tokenizer,
                    src_len, tgt_len)
   eval_data = tokenize(chunks(evals), encoder_tokenizer, decoder_tokenizer, src_len, tgt_len)
-  stream = IndexedStream(train, global_batch_size=global_batch_size, seed=seed,
-                         process_index=process_index, process_count=process_count)
+  if setting(data_config, "pack"):
+    stream = packing.packed_stream(
+        train, global_batch_size=global_batch_size, seed=seed,
+        examples_per_row=int(setting(data_config, "pack_examples_per_row")),
+        max_source_length=src_len, max_target_length=tgt_len,
+        encoder_pad_id=encoder_tokenizer.pad_id, process_index=process_index,
+        process_count=process_count)
+  else:
+    stream = IndexedStream(train, global_batch_size=global_batch_size, seed=seed,
+                           process_index=process_index, process_count=process_count)
   logging.info("data %s: %d train / %d eval examples tokenized to %d / %d tokens in %.1f s; "
                "at max length: source %.1f%%, target %.1f%%", name, len(train), len(eval_data),
                src_len, tgt_len, time.time() - t0,

@@ -123,6 +123,10 @@ def build_dataset(data_config, *, encoder_tokenizer=None, decoder_tokenizer,
   or a missing tokenizer / processor, FileNotFoundError for missing data, before any tokenization.
   """
   spec = dataset(_name(data_config))
+  if spec.modality == "image" and streams.config_value(data_config, "pack", False):
+    from edjax.model_configs import ConfigError
+    raise ConfigError(f"data.pack=True packs text examples, but {spec.name!r} is an image "
+                      "dataset (one image per row): set data.pack=False")
   streams.check_sharding(global_batch_size, process_index, process_count)
   streams.check_seed(seed)
   check_inputs(spec, encoder_tokenizer, decoder_tokenizer, image_processor)

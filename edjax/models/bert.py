@@ -122,11 +122,23 @@ def block_config(config: BertConfig) -> layers.BlockConfig:
       init_std=config.initializer_range, **layers.runtime_options(config))
 
 
-def position_ids(config: BertConfig, input_ids: Array, offset: Array | int) -> Array:
-  """[batch, length] absolute positions; `offset` = tokens already in the decode cache."""
+def position_ids(config: BertConfig, input_ids: Array, offset: Array | int,
+                 positions: Array | None = None) -> Array:
+  """[batch, length] rows of the position table; `offset` = tokens already in the decode cache.
+
+  positions: optional [batch, length] 0-based position of each token within its segment (packed
+  rows, `edjax.models.segments`); BERT reads row `positions`, RoBERTa row `padding_idx + 1 +
+  positions` (its pads keep row padding_idx), so positions restart with every segment.
+  """
   if config.position_embedding_type != "absolute":
     raise ValueError(f"position_embedding_type={config.position_embedding_type!r} is not "
                      "supported; edjax implements 'absolute'")
+  if positions is not None:
+    positions = jnp.broadcast_to(positions, input_ids.shape) + offset
+    if config.padding_offset_positions:
+      pad = config.pad_token_id
+      return jnp.where(input_ids != pad, positions + pad + 1, pad)
+    return positions
   if config.padding_offset_positions:
     pad = config.pad_token_id
     not_pad = (input_ids != pad).astype(jnp.int32)
@@ -152,10 +164,11 @@ class BertEmbeddings(nn.Module):
     self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
 
   def __call__(self, input_ids: Array, token_type_ids: Array | None = None,
-               offset: Array | int = 0, deterministic: bool = True) -> Array:
+               offset: Array | int = 0, deterministic: bool = True,
+               position_ids_within_segment: Array | None = None) -> Array:
     if token_type_ids is None:
       token_type_ids = jnp.zeros_like(input_ids)
-    positions = position_ids(self.config, input_ids, offset)
+    positions = position_ids(self.config, input_ids, offset, position_ids_within_segment)
     x = (self.word_embeddings(input_ids) + self.position_embeddings(positions)
          + self.token_type_embeddings(token_type_ids))  # [batch, length, hidden]
     x = self.LayerNorm(x)
@@ -185,10 +198,13 @@ class BertModel(nn.Module):
                token_type_ids: Array | None = None, encoder_hidden_states: Array | None = None,
                encoder_attention_mask: Array | None = None, cross_kv=None, decode: bool = False,
                deterministic: bool = True, output_hidden_states: bool = False,
-               output_attentions: bool = False) -> ModelOutput:
-    """input_ids [batch, length]; attention_mask [batch, length] (decode mode: [batch, max_len])."""
+               output_attentions: bool = False, position_ids: Array | None = None) -> ModelOutput:
+    """input_ids [batch, length]; attention_mask [batch, length] (decode mode: [batch, max_len])
+    or a full bool mask [batch, 1, length, k_len]; position_ids [batch, length]: 0-based positions
+    within each packed segment (see `position_ids`)."""
     offset = layers.advance_decode_position(self, input_ids.shape[1], decode)
-    x = self.embeddings(input_ids, token_type_ids, offset, deterministic)  # [batch, length, hidden]
+    x = self.embeddings(input_ids, token_type_ids, offset, deterministic,
+                        position_ids)  # [batch, length, hidden]
     x, hidden_states, attentions, cross_attentions = self.encoder(
         x, attention_mask=attention_mask, causal=self.config.is_decoder,
         encoder_hidden=encoder_hidden_states, cross_kv=cross_kv,

@@ -78,8 +78,9 @@ class BertGenerationEmbeddings(nn.Module):
     self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
 
   def __call__(self, input_ids: Array, offset: Array | int = 0,
-               deterministic: bool = True) -> Array:
-    positions = bert.position_ids(self.config, input_ids, offset)  # [batch, length]
+               deterministic: bool = True, position_ids_within_segment: Array | None = None) -> Array:
+    positions = bert.position_ids(self.config, input_ids, offset,
+                                  position_ids_within_segment)  # [batch, length]
     x = self.word_embeddings(input_ids) + self.position_embeddings(positions)
     x = self.LayerNorm(x)  # [batch, length, hidden]
     return self.dropout(x, deterministic=deterministic).astype(self.dtype)
@@ -105,12 +106,14 @@ class BertGenerationEncoder(nn.Module):
                token_type_ids: Array | None = None, encoder_hidden_states: Array | None = None,
                encoder_attention_mask: Array | None = None, cross_kv=None, decode: bool = False,
                deterministic: bool = True, output_hidden_states: bool = False,
-               output_attentions: bool = False) -> ModelOutput:
-    """input_ids [batch, length]; attention_mask [batch, length] (decode mode: [batch, max_len])."""
+               output_attentions: bool = False, position_ids: Array | None = None) -> ModelOutput:
+    """input_ids [batch, length]; attention_mask [batch, length] (decode mode: [batch, max_len])
+    or a full bool mask [batch, 1, length, k_len]; position_ids: 0-based within each packed
+    segment (`bert.position_ids`)."""
     if token_type_ids is not None:
       raise ValueError("BertGeneration has no token type embeddings: leave token_type_ids out")
     offset = layers.advance_decode_position(self, input_ids.shape[1], decode)
-    x = self.embeddings(input_ids, offset, deterministic)  # [batch, length, hidden]
+    x = self.embeddings(input_ids, offset, deterministic, position_ids)  # [batch, length, hidden]
     x, hidden_states, attentions, cross_attentions = self.encoder(
         x, attention_mask=attention_mask, causal=self.config.is_decoder,
         encoder_hidden=encoder_hidden_states, cross_kv=cross_kv,

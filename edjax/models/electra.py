@@ -74,10 +74,13 @@ class ElectraModel(nn.Module):
                token_type_ids: Array | None = None, encoder_hidden_states: Array | None = None,
                encoder_attention_mask: Array | None = None, cross_kv=None, decode: bool = False,
                deterministic: bool = True, output_hidden_states: bool = False,
-               output_attentions: bool = False) -> ModelOutput:
-    """input_ids [batch, length]; attention_mask [batch, length] (decode mode: [batch, max_len])."""
+               output_attentions: bool = False, position_ids: Array | None = None) -> ModelOutput:
+    """input_ids [batch, length]; attention_mask [batch, length] (decode mode: [batch, max_len])
+    or a full bool mask [batch, 1, length, k_len]; position_ids: 0-based within each packed
+    segment (`bert.position_ids`)."""
     offset = layers.advance_decode_position(self, input_ids.shape[1], decode)
-    x = self.embeddings(input_ids, token_type_ids, offset, deterministic)  # [batch, length, emb]
+    x = self.embeddings(input_ids, token_type_ids, offset, deterministic,
+                        position_ids)  # [batch, length, emb]
     if self.config.projects_embeddings:
       x = self.embeddings_project(x)  # [batch, length, hidden]
     x, hidden_states, attentions, cross_attentions = self.encoder(

@@ -49,9 +49,12 @@ class EncoderDecoderModule(nn.Module):
   def encode(self, input_ids: Array | None = None, attention_mask: Array | None = None,
              token_type_ids: Array | None = None, deterministic: bool = True,
              output_hidden_states: bool = False, output_attentions: bool = False,
-             pixel_values: Array | None = None) -> ModelOutput:
+             pixel_values: Array | None = None, position_ids: Array | None = None) -> ModelOutput:
     """input_ids [batch, src_len] (text) or pixel_values [batch, C, H, W] (image) -> encoder
-    output (last_hidden_state [batch, src_len, enc_hidden]; image: src_len = special + patches)."""
+    output (last_hidden_state [batch, src_len, enc_hidden]; image: src_len = special + patches).
+
+    Packed rows (`edjax.models.segments`): attention_mask a bool [batch, 1, src_len, src_len] and
+    position_ids [batch, src_len] the 0-based positions within each segment."""
     flags = dict(deterministic=deterministic, output_hidden_states=output_hidden_states,
                  output_attentions=output_attentions)
     if self.modality == registry.IMAGE:
@@ -62,6 +65,8 @@ class EncoderDecoderModule(nn.Module):
     if input_ids is None:
       raise ValueError(f"the {self.config.encoder.model_type} encoder reads input_ids "
                        "[batch, src_len]; pixel_values need a VisionEncoderDecoderModel")
+    if position_ids is not None:
+      flags["position_ids"] = position_ids
     return self.encoder(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
                         **flags)
 
@@ -79,11 +84,13 @@ class EncoderDecoderModule(nn.Module):
              encoder_attention_mask: Array | None = None,
              decoder_attention_mask: Array | None = None, cross_kv=None, decode: bool = False,
              deterministic: bool = True, output_hidden_states: bool = False,
-             output_attentions: bool = False) -> CausalLMOutput:
+             output_attentions: bool = False,
+             decoder_position_ids: Array | None = None) -> CausalLMOutput:
     """decoder_input_ids [batch, tgt_len] -> logits [batch, tgt_len, vocab].
 
     Pass either encoder_hidden_states (un-projected encoder output) or cross_kv from `cross_kv`.
-    decode=True uses the static self-attention cache (mutable 'cache').
+    decode=True uses the static self-attention cache (mutable 'cache'). Packed rows: the masks are
+    bool [batch, 1, tgt_len, k_len] and decoder_position_ids [batch, tgt_len] restart per segment.
     """
     enc = None
     if cross_kv is None:
@@ -94,16 +101,23 @@ class EncoderDecoderModule(nn.Module):
                         encoder_hidden_states=enc, encoder_attention_mask=encoder_attention_mask,
                         cross_kv=cross_kv, decode=decode, deterministic=deterministic,
                         output_hidden_states=output_hidden_states,
-                        output_attentions=output_attentions)
+                        output_attentions=output_attentions, position_ids=decoder_position_ids)
 
   def __call__(self, input_ids: Array | None = None, attention_mask: Array | None = None,
                decoder_input_ids: Array | None = None,
                decoder_attention_mask: Array | None = None, token_type_ids: Array | None = None,
                labels: Array | None = None, deterministic: bool = True,
                output_hidden_states: bool = False, output_attentions: bool = False,
-               label_smoothing: float = 0.0, pixel_values: Array | None = None) -> Seq2SeqLMOutput:
+               label_smoothing: float = 0.0, pixel_values: Array | None = None,
+               position_ids: Array | None = None, decoder_position_ids: Array | None = None,
+               cross_attention_mask: Array | None = None) -> Seq2SeqLMOutput:
     """Teacher-forced forward: encoder inputs (input_ids + attention_mask, or pixel_values) and
-    decoder_input_ids (or labels, shifted right) -> logits [batch, tgt_len, vocab] (+ loss)."""
+    decoder_input_ids (or labels, shifted right) -> logits [batch, tgt_len, vocab] (+ loss).
+
+    Packed rows (`edjax.models.segments.packed_model_inputs`): attention_mask /
+    decoder_attention_mask are bool [batch, 1, len, len] block-diagonal masks, cross_attention_mask
+    a bool [batch, 1, tgt_len, src_len] (default: attention_mask as the encoder padding mask), and
+    position_ids / decoder_position_ids the 0-based positions within each segment."""
     cfg = self.config
     if decoder_input_ids is None:
       if labels is None:
@@ -113,13 +127,16 @@ class EncoderDecoderModule(nn.Module):
       if decoder_attention_mask is None:
         decoder_attention_mask = (decoder_input_ids != cfg.pad_token_id).astype(jnp.int32)
     enc = self.encode(input_ids, attention_mask, token_type_ids, deterministic,
-                      output_hidden_states, output_attentions, pixel_values)
+                      output_hidden_states, output_attentions, pixel_values, position_ids)
     if self.modality == registry.IMAGE:
       attention_mask = None  # every patch is attended (HF passes no encoder mask)
+    if cross_attention_mask is not None:
+      attention_mask = cross_attention_mask
     dec = self.decode(decoder_input_ids, enc.last_hidden_state, attention_mask,
                       decoder_attention_mask, deterministic=deterministic,
                       output_hidden_states=output_hidden_states,
-                      output_attentions=output_attentions)
+                      output_attentions=output_attentions,
+                      decoder_position_ids=decoder_position_ids)
     loss = None
     if labels is not None:
       loss = losses.seq2seq_loss(dec.logits, labels, label_smoothing)
@@ -299,6 +316,13 @@ class EncoderDecoderModel:
     if not decode_mode:
       inputs_lib.check_mask("decoder_attention_mask", kwargs.get("decoder_attention_mask"),
                             "decoder_input_ids", kwargs.get("decoder_input_ids"))
+      src = kwargs.get("input_ids")
+      inputs_lib.check_mask("cross_attention_mask", kwargs.get("cross_attention_mask"),
+                            "decoder_input_ids", kwargs.get("decoder_input_ids"),
+                            key_length=None if src is None else np.shape(src)[1])
+    inputs_lib.check_position_ids("decoder_position_ids", kwargs.get("decoder_position_ids"),
+                                  "decoder_input_ids", kwargs.get("decoder_input_ids"),
+                                  dec.max_positions)
     inputs_lib.check_encoder_mask(kwargs.get("encoder_attention_mask"),
                                   kwargs.get("encoder_hidden_states"), kwargs.get("cross_kv"))
     labels = kwargs.get("labels")

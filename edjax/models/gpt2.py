@@ -114,11 +114,16 @@ class GPT2Model(nn.Module):
                encoder_hidden_states: Array | None = None,
                encoder_attention_mask: Array | None = None, cross_kv=None, decode: bool = False,
                deterministic: bool = True, output_hidden_states: bool = False,
-               output_attentions: bool = False) -> ModelOutput:
-    """input_ids [batch, length]; attention_mask [batch, length] (decode mode: [batch, max_len])."""
+               output_attentions: bool = False, position_ids: Array | None = None) -> ModelOutput:
+    """input_ids [batch, length]; attention_mask [batch, length] (decode mode: [batch, max_len])
+    or a full bool mask [batch, 1, length, k_len]; position_ids [batch, length]: 0-based
+    positions (within each packed segment), default 0, 1, ... from the cache offset."""
     length = input_ids.shape[1]
     offset = layers.advance_decode_position(self, length, decode)
-    positions = jnp.arange(length)[None, :] + offset  # [1, length]
+    if position_ids is None:
+      positions = jnp.arange(length)[None, :] + offset  # [1, length]
+    else:
+      positions = position_ids + offset  # [batch, length]
     x = self.wte(input_ids) + self.wpe(positions)  # [batch, length, n_embd]
     x = self.drop(x, deterministic=deterministic).astype(self.dtype)
     x, hidden_states, attentions, cross_attentions = self.h(

@@ -38,17 +38,57 @@ def check_token_ids(name: str, ids, vocab_size: int, max_positions: int | None) 
                        "entries: use the tokenizer that matches this checkpoint")
 
 
-def check_mask(name: str, mask, ids_name: str, ids) -> None:
+def check_mask(name: str, mask, ids_name: str, ids, key_length: int | None = None) -> None:
+  """A padding mask [batch, length] of `ids`, or a full bool mask [batch, 1, length, key_length]
+  (packed rows, `edjax.models.segments`; key_length defaults to the ids' length)."""
   if mask is None or ids is None:
     return
-  if np.shape(mask) != np.shape(ids):
-    raise ValueError(f"{name} has shape {tuple(np.shape(mask))} but {ids_name} has "
-                     f"{tuple(np.shape(ids))}: they must match ([batch, length], 1 = real token)")
+  shape, ids_shape = tuple(np.shape(mask)), tuple(np.shape(ids))
+  if len(shape) == 4:
+    keys = ids_shape[1] if key_length is None else key_length
+    want = (ids_shape[0], 1, ids_shape[1], keys)
+    if shape != want:
+      raise ValueError(f"{name} is a full attention mask of shape {shape} but {ids_name} "
+                       f"{ids_shape} needs [batch, 1, length, k_len] = {want} "
+                       "(edjax.models.segments.segment_mask builds it from segment ids)")
+    return
+  if shape != ids_shape:
+    raise ValueError(f"{name} has shape {shape} but {ids_name} has "
+                     f"{ids_shape}: they must match ([batch, length], 1 = real token)")
+
+
+def check_position_ids(name: str, positions, ids_name: str, ids, max_positions: int | None) -> None:
+  """position_ids [batch, length] of `ids`: 0-based positions within each packed segment."""
+  if positions is None or ids is None:
+    return
+  if tuple(np.shape(positions)) != tuple(np.shape(ids)):
+    raise ValueError(f"{name} has shape {tuple(np.shape(positions))} but {ids_name} has "
+                     f"{tuple(np.shape(ids))}: pass one 0-based position per token")
+  if is_concrete(positions) and np.size(positions):
+    arr = np.asarray(positions)
+    if not np.issubdtype(arr.dtype, np.integer):
+      raise ValueError(f"{name} must be integer positions, got dtype {arr.dtype}")
+    if arr.min() < 0 or (max_positions is not None and arr.max() >= max_positions):
+      raise ValueError(f"{name} hold values in [{arr.min()}, {arr.max()}] but the model has "
+                       f"{max_positions} positions: pass 0-based positions within each segment "
+                       "(the model adds its own offset, e.g. RoBERTa's padding_idx + 1)")
 
 
 def check_encoder_mask(mask, encoder_hidden_states, cross_kv) -> None:
-  """encoder_attention_mask must be [batch, src_len] of the encoder states / cross K/V it masks."""
+  """encoder_attention_mask must be [batch, src_len] of the encoder states / cross K/V it masks
+  (or a full bool mask [batch, 1, tgt_len, src_len] of packed rows)."""
   if mask is None:
+    return
+  if len(np.shape(mask)) == 4:
+    if encoder_hidden_states is not None:
+      src_len = np.shape(encoder_hidden_states)[1]
+    elif cross_kv is not None:
+      src_len = np.shape(cross_kv[0][0])[1]
+    else:
+      return
+    if np.shape(mask)[1] != 1 or np.shape(mask)[3] != src_len:
+      raise ValueError(f"encoder_attention_mask has shape {tuple(np.shape(mask))}; a full mask "
+                       f"must be [batch, 1, tgt_len, src_len={src_len}]")
     return
   if encoder_hidden_states is not None:
     want, source = tuple(np.shape(encoder_hidden_states)[:2]), "encoder_hidden_states"
@@ -97,6 +137,8 @@ def check_text_inputs(config, inputs: dict) -> None:
     return
   check_token_ids("input_ids", ids, config.vocab_size, config.max_positions)
   check_mask("attention_mask", inputs.get("attention_mask"), "input_ids", ids)
+  check_position_ids("position_ids", inputs.get("position_ids"), "input_ids", ids,
+                     config.max_positions)
   token_types = inputs.get("token_type_ids")
   type_vocab = getattr(config, "type_vocab_size", None)
   if token_types is not None and type_vocab is not None and is_concrete(token_types):

@@ -77,7 +77,13 @@ def dense(features: int, axes: tuple[str, str], std: float, dtype: Dtype, name: 
 
 
 def padding_mask(mask: Array) -> Array:
-  """[batch, k_len] {0,1} -> [batch, 1, 1, k_len] bool (True = attend)."""
+  """[batch, k_len] {0,1} -> [batch, 1, 1, k_len] bool (True = attend).
+
+  A rank-4 mask [batch, 1, q_len, k_len] (a full attention mask, e.g. the block-diagonal mask of
+  packed rows from `edjax.models.segments`) is passed through as bool.
+  """
+  if mask.ndim == 4:
+    return mask.astype(bool)
   return mask.astype(bool)[:, None, None, :]
 
 
@@ -429,13 +435,16 @@ class CausalLM(nn.Module):
                encoder_hidden_states: Array | None = None,
                encoder_attention_mask: Array | None = None, cross_kv=None, decode: bool = False,
                deterministic: bool = True, output_hidden_states: bool = False,
-               output_attentions: bool = False):
+               output_attentions: bool = False, position_ids: Array | None = None):
     """input_ids [batch, length] -> CausalLMOutput (logits [batch, length, vocab] fp32).
 
-    attention_mask [batch, length] (decode mode: [batch, max_len]); pass encoder_hidden_states
-    [batch, src_len, width] or cross_kv from `cross_kv`; decode=True uses the static cache.
+    attention_mask [batch, length] (decode mode: [batch, max_len]) or a full bool mask
+    [batch, 1, length, k_len]; pass encoder_hidden_states [batch, src_len, width] or cross_kv from
+    `cross_kv`; decode=True uses the static cache. position_ids [batch, length] (packed rows):
+    0-based positions within each segment, passed to the body only when given.
     """
-    out = self.body()(input_ids, attention_mask=attention_mask,
+    extra = {} if position_ids is None else {"position_ids": position_ids}
+    out = self.body()(input_ids, attention_mask=attention_mask, **extra,
                       encoder_hidden_states=encoder_hidden_states,
                       encoder_attention_mask=encoder_attention_mask, cross_kv=cross_kv,
                       decode=decode, deterministic=deterministic,

@@ -154,17 +154,26 @@ class TrOCRDecoder(nn.Module):
   def cross_kv(self, encoder_hidden: Array):
     return self.layers.cross_kv(encoder_hidden)
 
-  def _positions(self, input_ids: Array, offset: Array | int) -> Array:
-    """[batch, length, d_model] position embeddings of tokens starting at absolute `offset`."""
+  def _positions(self, input_ids: Array, offset: Array | int,
+                 position_ids: Array | None = None) -> Array:
+    """[batch, length, d_model] position embeddings of tokens starting at absolute `offset`.
+
+    position_ids [batch, length]: 0-based positions within each packed segment (learned: row
+    position + 2; sinusoidal: row padding_idx + 1 + position, pads row padding_idx).
+    """
     cfg = self.config
     length = input_ids.shape[1]
     if cfg.use_learned_position_embeddings:
-      positions = jnp.arange(length)[None, :] + offset + LEARNED_POSITION_OFFSET  # [1, length]
+      base = jnp.arange(length)[None, :] if position_ids is None else position_ids
+      positions = base + offset + LEARNED_POSITION_OFFSET  # [1 or batch, length]
       return jnp.broadcast_to(self.embed_positions(positions),
                               (input_ids.shape[0], length, cfg.d_model))
     pad = cfg.pad_token_id if cfg.pad_token_id is not None else 0
     table = jnp.asarray(sinusoidal_table(cfg.max_position_embeddings + pad + 1, cfg.d_model, pad))
     not_pad = (input_ids != pad).astype(jnp.int32)  # [batch, length]
+    if position_ids is not None:
+      positions = (position_ids + offset + 1) * not_pad + pad
+      return table[positions]
     positions = (jnp.cumsum(not_pad, axis=1) + offset) * not_pad + pad  # padding -> row `pad` = 0
     return table[positions]
 
@@ -173,12 +182,14 @@ class TrOCRDecoder(nn.Module):
                encoder_hidden_states: Array | None = None,
                encoder_attention_mask: Array | None = None, cross_kv=None, decode: bool = False,
                deterministic: bool = True, output_hidden_states: bool = False,
-               output_attentions: bool = False) -> ModelOutput:
-    """input_ids [batch, length]; attention_mask [batch, length] (decode mode: [batch, max_len])."""
+               output_attentions: bool = False, position_ids: Array | None = None) -> ModelOutput:
+    """input_ids [batch, length]; attention_mask [batch, length] (decode mode: [batch, max_len])
+    or a full bool mask [batch, 1, length, k_len]; position_ids: 0-based within each packed
+    segment (`_positions`)."""
     cfg = self.config
     offset = layers.advance_decode_position(self, input_ids.shape[1], decode)
     scale = math.sqrt(cfg.d_model) if cfg.scale_embedding else 1.0
-    x = self.embed_tokens(input_ids) * scale + self._positions(input_ids, offset)
+    x = self.embed_tokens(input_ids) * scale + self._positions(input_ids, offset, position_ids)
     if cfg.layernorm_embedding:
       x = self.layernorm_embedding(x)
     x = self.dropout(x, deterministic=deterministic).astype(self.dtype)  # [batch, length, d_model]

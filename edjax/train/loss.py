@@ -10,6 +10,7 @@ from __future__ import annotations
 import jax
 
 from edjax import losses
+from edjax.models import segments
 
 Array = jax.Array
 
@@ -33,9 +34,19 @@ def token_loss(model, params, batch: dict, *, dropout_rng: Array | None = None,
   """(sum of token losses, token count) over batch["labels"] != -100.
 
   batch: encoder inputs (see `encoder_inputs`), labels [b, tgt_len] (-100 = ignore) and
-  decoder_attention_mask [b, tgt_len]. Dropout is on iff `dropout_rng` is given.
+  decoder_attention_mask [b, tgt_len]. Dropout is on iff `dropout_rng` is given. A packed batch
+  (`edjax.data.packing`: segment ids and positions) is shifted per segment and masked block-diagonally.
   """
   dropout = {} if dropout_rng is None else dict(deterministic=False, rngs={"dropout": dropout_rng})
+  if segments.is_packed(batch):  # edjax.data.packing: shifted per segment, block-diagonal masks
+    cfg = model.config
+    decoder_input_ids = segments.shift_right_per_segment(
+        batch["labels"], batch["decoder_positions"], batch["decoder_segment_ids"],
+        cfg.pad_token_id, cfg.decoder_start_token_id)
+    out = model.apply({"params": params}, input_ids=batch["input_ids"],
+                      decoder_input_ids=decoder_input_ids,
+                      **segments.packed_model_inputs(batch), **dropout)
+    return losses.seq2seq_loss(out.logits, batch["labels"], label_smoothing, return_count=True)
   out = model.apply({"params": params}, **encoder_inputs(batch),
                     decoder_input_ids=decoder_inputs(model, batch["labels"]),
                     decoder_attention_mask=batch["decoder_attention_mask"], **dropout)

@@ -503,9 +503,11 @@ def _train_and_evaluate(config, workdir: str, mesh) -> dict:
   schedule = opt_lib.learning_rate_schedule(config.optimizer.learning_rate,
                                             config.optimizer.warmup_steps, config.total_steps,
                                             config.optimizer.decay)
-  window, window_tokens, window_start = [], 0, time.monotonic()
+  window, window_tokens, window_slots, window_start = [], 0, 0, time.monotonic()
   for step in range(start_step, config.total_steps):
-    state, step_metrics = train_step(state, shard_batch(train_stream.batch(step)))
+    host_batch = train_stream.batch(step)
+    window_slots += host_batch["labels"].size * jax.process_count()  # target slots, all hosts
+    state, step_metrics = train_step(state, shard_batch(host_batch))
     loss, grad_norm = float(step_metrics["loss"]), float(step_metrics["grad_norm"])
     healthy = health.check(loss, grad_norm)
     if not math.isfinite(loss):
@@ -520,8 +522,9 @@ def _train_and_evaluate(config, workdir: str, mesh) -> dict:
       metrics_writer.write_scalars(done, {
           "train/loss": float(np.mean(window)), "train/grad_norm": grad_norm,
           "train/learning_rate": float(schedule(done)),
-          "train/tokens_per_sec": window_tokens / max(now - window_start, 1e-9)})
-      window, window_tokens, window_start = [], 0, now
+          "train/tokens_per_sec": window_tokens / max(now - window_start, 1e-9),
+          "train/real_token_fraction": window_tokens / max(window_slots, 1)})
+      window, window_tokens, window_slots, window_start = [], 0, 0, now
     if done % config.checkpoint_every_steps == 0 or done == config.total_steps:
       with report_progress.timed("checkpoint"):
         ckpt.save(done, state, {"step": done, "data_position": done, "seed": config.seed,

@@ -29,6 +29,12 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.overwrite_workdir = False
   c.resume_step = 0  # > 0: resume from this saved step (e.g. the last healthy one), not the newest
   c.divergence_factor = 10.0  # a step's loss over this x the recent median is not healthy
+  # Preemption (edjax.train.preemption): SIGTERM / SIGINT / an orbax preemption sync point save at
+  # the current step and exit 143 / 130; processes agree on that step every N steps.
+  c.checkpoint_every_minutes = 0.0  # > 0: also save when this long has passed since the last save
+  c.preemption_check_every_steps = 1
+  # Test hook: after step at_step (0 = off) process `process` (-1 = all) sends itself `signal`.
+  c.test_signal = ml_collections.ConfigDict(dict(at_step=0, signal="SIGTERM", process=-1))
 
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
   c.logical_axis_rules = tuple(DEFAULT_RULES)

@@ -6,6 +6,8 @@ r"""Train (fine-tune) a warm-started encoder-decoder: the command line of `edjax
 Rerunning the same command resumes. What the run writes into DIR: see `edjax.train.trainer`.
 An edjax error (a bad config key, a busy workdir, a config that does not fit DIR's checkpoints,
 a diverged loss, ...) prints one line `error: ...` and exits 1; EDJAX_DEBUG=1 shows the traceback.
+SIGTERM (or a first Ctrl-C) saves a checkpoint at the current step, prints one line `preempted:
+... step N ...` and exits 143 (130 for Ctrl-C): rerunning resumes with no lost steps.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from ml_collections import config_flags
 
 from edjax.convert import CheckpointError
 from edjax.model_configs import ConfigError
+from edjax.train.preemption import TrainingPreempted
 from edjax.train.trainer import train_and_evaluate
 from edjax.train.workdir import TrainingError
 
@@ -51,6 +54,9 @@ def main(argv):
       raise
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
+  except TrainingPreempted as e:  # saved; the scheduler sees a SIGTERM'd process (143)
+    print(f"{e}", file=sys.stderr)
+    sys.exit(e.exit_code)
   if final and jax.process_index() == 0:
     print("\nfinal eval: " + ", ".join(f"{k} {v:.4g}" for k, v in final.items()
                                        if isinstance(v, float)))

@@ -45,7 +45,8 @@ from edjax.processing.tokenizers import TOKENIZER_FILES, Tokenizer
 from edjax.train import checkpoint as ckpt_lib
 from edjax.train import evaluate as eval_lib
 from edjax.train import optimizer as opt_lib
-from edjax.train import partitioning, writers
+from edjax.train import distributed, partitioning, writers
+from edjax.train import preemption
 from edjax.train import workdir as workdir_lib
 from edjax.train.loss import token_loss
 from edjax.train.workdir import ConfigMismatchError, TrainingError, WorkdirBusyError  # noqa: F401
@@ -396,6 +397,8 @@ def export(model, params, config, processor, directory: str) -> None:
   """HF format (config.json, model.safetensors, generation_config.json) + the decoder's tokenizer
   files (+ preprocessor_config.json for images): predict.py, transformers and from_pretrained
   read it."""
+  model.generation_defaults = {**model.generation_defaults,
+                               **eval_lib.export_generation_settings(config.eval)}
   edjax.save_pretrained(model, params, directory)
   copy_tokenizer_files(resolve_path(config.data.decoder_tokenizer or config.data.tokenizer),
                        directory)
@@ -416,17 +419,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if not workdir or not str(workdir).strip():
     raise ConfigError("--workdir is empty: name the directory the run writes to")
   check_config(config)
-  if config.distributed:
-    jax.distributed.initialize()
+  distributed.initialize(config.distributed)  # JAX_COORDINATOR_ADDRESS / a pod: N processes
   mesh = partitioning.make_mesh(config.mesh)
   check_batch_split(config, mesh)
+  # SIGTERM / SIGINT: save at the current step and raise TrainingPreempted (edjax.train.preemption)
+  guard = preemption.PreemptionGuard(config.get("preemption_check_every_steps", 1),
+                                     config.get("checkpoint_every_minutes", 0))
   if jax.process_index() != 0:
-    return _train_and_evaluate(config, workdir, mesh)
-  with workdir_lib.WorkdirLock(workdir):
-    return _train_and_evaluate(config, workdir, mesh)
+    with guard:
+      return _train_and_evaluate(config, workdir, mesh, guard)
+  with workdir_lib.WorkdirLock(workdir), guard:
+    return _train_and_evaluate(config, workdir, mesh, guard)
 
 
-def _train_and_evaluate(config, workdir: str, mesh) -> dict:
+def _train_and_evaluate(config, workdir: str, mesh, guard: preemption.PreemptionGuard) -> dict:
   """train_and_evaluate once the config is checked and the workdir locked."""
   is_main = jax.process_index() == 0
   os.makedirs(workdir, exist_ok=True)
@@ -436,8 +442,9 @@ def _train_and_evaluate(config, workdir: str, mesh) -> dict:
   log.info("mesh %s over %d devices", dict(mesh.shape), mesh.devices.size)
 
   # --- data
-  enc_tok = Tokenizer.from_dir(resolve_path(config.data.tokenizer))
-  dec_tok = (Tokenizer.from_dir(resolve_path(config.data.decoder_tokenizer))
+  t_load = time.monotonic()
+  enc_tok = Tokenizer.from_dir(resolve_path(config.data.tokenizer, "tokenizer directory"))
+  dec_tok = (Tokenizer.from_dir(resolve_path(config.data.decoder_tokenizer, "tokenizer directory"))
              if config.data.decoder_tokenizer else enc_tok)
   vision = data_lib.modality(config.data.name) == "image"  # pixel_values, not input_ids
   processor = image_processor_for(config) if vision else None
@@ -447,6 +454,8 @@ def _train_and_evaluate(config, workdir: str, mesh) -> dict:
       process_index=jax.process_index(), process_count=jax.process_count())
   ids = dict(decoder_start_token_id=dec_tok.bos_id, eos_token_id=dec_tok.eos_id,
              pad_token_id=dec_tok.pad_id)
+  log.info("loaded data %r in %.1fs; loading the model", config.data.name, time.monotonic() - t_load)
+  t_load = time.monotonic()
 
   # --- model, sharding, checkpoint: where training starts (see start_training)
   dtype = jnp.bfloat16 if config.compute_dtype == "bfloat16" else jnp.float32
@@ -466,6 +475,8 @@ def _train_and_evaluate(config, workdir: str, mesh) -> dict:
                                  config.checkpoint.max_to_keep, config.checkpoint.async_save)
     model, layout, state, start_step = start_training(config, ids, dtype, optimizer, mesh, rules,
                                                       ckpt)
+  log.info("model ready in %.1fs (%s)", time.monotonic() - t_load,
+           f"resumed from step {start_step}" if start_step else "starting at step 0")
   # checkpoints saved after a resume_step restore say so: a rerun with the flag continues them
   resumed_from = {"resumed_from": config.resume_step} if config.get("resume_step", 0) else {}
   if is_main:  # the state fits the workdir: now it is this run's
@@ -484,7 +495,8 @@ def _train_and_evaluate(config, workdir: str, mesh) -> dict:
                        donate_argnums=(0,))
 
   # --- eval
-  metrics_writer, progress_writer = writers.create_writers(workdir, enabled=is_main)
+  metrics_writer, progress_writer = writers.create_writers(workdir, enabled=is_main,
+                                                           resume_step=start_step)
   report_progress = writers.create_progress(config.total_steps, config.log_every_steps,
                                             progress_writer)
   eval_loss_fn = eval_lib.make_eval_loss_fn(model)
@@ -498,17 +510,26 @@ def _train_and_evaluate(config, workdir: str, mesh) -> dict:
           predictions_path=os.path.join(workdir, f"predictions_{step}.jsonl"))
     metrics_writer.write_scalars(step, results)
     final = dict(results, step=step, examples=rows[:3])
+    eval_lib.log_remaining(step, config, report_progress)
 
   # --- loop
   schedule = opt_lib.learning_rate_schedule(config.optimizer.learning_rate,
                                             config.optimizer.warmup_steps, config.total_steps,
                                             config.optimizer.decay)
   window, window_tokens, window_slots, window_start = [], 0, 0, time.monotonic()
+  if start_step:  # a resumed run goes on with the log window its checkpoint was saved in
+    window, window_tokens, window_slots = (ckpt.read_meta(start_step) or {}).get(
+        "log_window", (window, window_tokens, window_slots))
   for step in range(start_step, config.total_steps):
     host_batch = train_stream.batch(step)
     window_slots += host_batch["labels"].size * jax.process_count()  # target slots, all hosts
+    if step == start_step:
+      log.info("compiling the train step (the first step includes it)")
+      t_first = time.monotonic()
     state, step_metrics = train_step(state, shard_batch(host_batch))
     loss, grad_norm = float(step_metrics["loss"]), float(step_metrics["grad_norm"])
+    if step == start_step:
+      log.info("first step (compile + run) took %.1fs", time.monotonic() - t_first)
     healthy = health.check(loss, grad_norm)
     if not math.isfinite(loss):
       ckpt.wait()
@@ -525,22 +546,39 @@ def _train_and_evaluate(config, workdir: str, mesh) -> dict:
           "train/tokens_per_sec": window_tokens / max(now - window_start, 1e-9),
           "train/real_token_fraction": window_tokens / max(window_slots, 1)})
       window, window_tokens, window_slots, window_start = [], 0, 0, now
-    if done % config.checkpoint_every_steps == 0 or done == config.total_steps:
+    preemption.send_test_signal(config.get("test_signal"), done)
+    decision = guard.decide(done, ckpt.manager)  # a preemption notice, a time-based save
+    if done % config.checkpoint_every_steps == 0 or done == config.total_steps or decision.save:
       with report_progress.timed("checkpoint"):
         ckpt.save(done, state, {"step": done, "data_position": done, "seed": config.seed,
                                 "loss": loss, "grad_norm": grad_norm, "healthy": healthy,
+                                "log_window": [window, window_tokens, window_slots],
                                 **resumed_from})
+      guard.saved()
       if not healthy:
         log.warning("step %d: loss %g (grad norm %g) is not healthy (non-finite, or over %gx the "
                     "median of the recent losses); its checkpoint is marked unhealthy", done,
                     loss, grad_norm, health.factor)
     if done % config.eval_every_steps == 0 or done == config.total_steps:
       run_eval(done)
+    if decision.stop and done < config.total_steps:
+      ckpt.close()
+      metrics_writer.close()
+      raise preemption.TrainingPreempted(done, decision.reason, ckpt.directory)
   if start_step >= config.total_steps and not final:  # a finished run only re-evaluates
     run_eval(start_step)
-  if config.export_hf and is_main:
-    export(model, jax.device_get(state["params"]), config, processor,
-           os.path.join(workdir, "export"))
+  if config.export_hf:
+    params = distributed.host_values(state["params"])  # collective: every process gathers
+    if is_main:
+      t_export = time.monotonic()
+      export(model, params, config, processor, os.path.join(workdir, "export"))
+      log.info("exported %s in %.1fs", os.path.join(workdir, "export"),
+               time.monotonic() - t_export)
   ckpt.close()
   metrics_writer.close()
+  if is_main:
+    from edjax.train import plots
+    plot = plots.plot_metrics(workdir)
+    if plot:
+      log.info("wrote %s", plot)
   return final

@@ -20,7 +20,7 @@ import numpy as np
 from edjax import losses
 from edjax.model_configs import ConfigError, EncoderDecoderConfig, VisionEncoderDecoderConfig
 from edjax.models import inputs as inputs_lib
-from edjax.models import layers, registry
+from edjax.models import layers, registry, stacking
 from edjax.models.outputs import CausalLMOutput, ModelOutput, Seq2SeqLMOutput
 
 Array = jax.Array
@@ -291,6 +291,8 @@ class EncoderDecoderModel:
     """Random params (HF's init: normal(initializer_range), zero biases, unit LayerNorm)."""
     if isinstance(rng, int):
       rng = jax.random.PRNGKey(rng)
+    if stacking.is_scanned(self.config):  # the unscanned init, stacked: equal for one seed
+      return stacking.to_scanned(self, stacking.unscanned_model(self).init(rng))
     params = jax.jit(lambda r: nn.unbox(self.module.init(r, **self._dummy_inputs())["params"]))(rng)
     return self.tie_params(params)
 

@@ -334,10 +334,15 @@ class TransformerLayer(nn.Module):
     y, probs = fn(x)
     return norm(x + self.dropout(y, deterministic=deterministic)), probs
 
-  def __call__(self, x: Array, *, self_mask: Array | None = None, causal: bool = False,
-               encoder_hidden: Array | None = None, cross_kv: tuple[Array, Array] | None = None,
-               cross_mask: Array | None = None, decode: bool = False,
-               deterministic: bool = True) -> tuple[Array, Array, Array | None]:
+  def __call__(self, x: Array, **kwargs) -> tuple[Array, Array, Array | None]:
+    """x [batch, length, embed] -> (x, self-attention probs, cross-attention probs or None); the
+    keyword arguments of `forward`."""
+    return self.forward(x, **kwargs)
+
+  def forward(self, x: Array, *, self_mask: Array | None = None, causal: bool = False,
+              encoder_hidden: Array | None = None, cross_kv: tuple[Array, Array] | None = None,
+              cross_mask: Array | None = None, decode: bool = False,
+              deterministic: bool = True) -> tuple[Array, Array, Array | None]:
     """x [batch, length, embed] -> (x, self-attention probs, cross-attention probs or None)."""
     x = x.astype(self.dtype)
     x, self_probs = self._sublayer(
@@ -358,18 +363,118 @@ class TransformerLayer(nn.Module):
     return x, self_probs, cross_probs
 
 
+# config.remat short names -> jax.checkpoint_policies names (the others are used as they are).
+REMAT_ALIASES = {"dots": "dots_saveable",
+                 "dots_with_no_batch_dims": "dots_with_no_batch_dims_saveable"}
+
+
+def remat_module(module_class, policy: str, static_argnums: tuple[int, ...], prevent_cse=True):
+  """`module_class` under `nn.remat` with `jax.checkpoint_policies.<policy>` ('full': save
+  nothing, recompute the whole block in the backward pass); 'none' returns it unchanged.
+
+  static_argnums count `self` as 0 (flax's convention): the Python flags (deterministic, decode,
+  static shapes) of the module's __call__.
+  """
+  if policy == "none":
+    return module_class
+  policy = REMAT_ALIASES.get(policy, policy)
+  checkpoint_policy = None if policy == "full" else getattr(jax.checkpoint_policies, policy)
+  return nn.remat(module_class, policy=checkpoint_policy, static_argnums=static_argnums,
+                  prevent_cse=prevent_cse)
+
+
+class LayerStep(TransformerLayer):
+  """A TransformerLayer with the positional signature nn.scan / nn.remat need.
+
+  (x, cross_kv, self_mask, encoder_hidden, cross_mask, causal, decode, deterministic,
+  want_hidden, want_attentions) -> (x, (layer input | None, self probs | None, cross probs |
+  None)); the last five are Python flags (static under remat, broadcast under scan).
+  """
+
+  def __call__(self, x, cross_kv, self_mask, encoder_hidden, cross_mask, causal, decode,
+               deterministic, want_hidden, want_attentions):
+    y, self_probs, cross_probs = self.forward(
+        x, self_mask=self_mask, causal=causal, encoder_hidden=encoder_hidden, cross_kv=cross_kv,
+        cross_mask=cross_mask, decode=decode, deterministic=deterministic)
+    per_layer = (x if want_hidden else None, self_probs if want_attentions else None,
+                 cross_probs if want_attentions else None)
+    return y, per_layer
+
+  def project_cross_kv(self, carry, encoder_hidden):
+    """Scan body of the stacked cross-attention K/V: (carry, encoder_hidden) -> (carry, kv)."""
+    return carry, self.cross_kv(encoder_hidden)
+
+
+STEP_STATIC_ARGNUMS = (6, 7, 8, 9, 10)  # causal, decode, deterministic, want_hidden, want_attentions
+
+
+def _cache_to_storage(cache):
+  """Scanned cache (layer-major: cached_key [layers, batch, max_len, heads, head_dim], cache_index
+  [layers]) -> the stored layout (cached_key [batch, max_len, layers, heads, head_dim], one
+  scalar cache_index): batch-major rows like an unscanned cache, so beam search gathers rows
+  and `init_cache` / `check_decode_cache` read batch and length from the first two axes."""
+  def to_storage(path, x):
+    if path[-1].key == "cache_index":
+      return x[0]  # every layer has seen the same tokens
+    return jnp.moveaxis(x, 0, 2)
+  return jax.tree_util.tree_map_with_path(to_storage, cache)
+
+
+def _cache_from_storage(cache, num_layers: int):
+  """Inverse of `_cache_to_storage`."""
+  def from_storage(path, x):
+    if path[-1].key == "cache_index":
+      return jnp.broadcast_to(x, (num_layers,))
+    return jnp.moveaxis(x, 2, 0)
+  return jax.tree_util.tree_map_with_path(from_storage, cache)
+
+
+def scanned_layers(config: BlockConfig, num_layers: int):
+  """LayerStep (remat'ed as config.remat says) under nn.scan over `num_layers` layers.
+
+  Params get a leading `layers` axis (logical name 'layers'); the decode cache is scanned too and
+  stored batch-major (`_cache_to_storage`). Per-layer inputs: cross_kv (stacked K/V or None);
+  broadcast: masks, encoder states and the flags.
+  """
+  step = remat_module(LayerStep, config.remat, STEP_STATIC_ARGNUMS, prevent_cse=False)
+  broadcast = (nn.broadcast,) * 8
+  scan_kwargs = dict(variable_axes={"params": 0, "cache": 0},
+                     split_rngs={"params": True, "dropout": True}, length=num_layers,
+                     metadata_params={nn.PARTITION_NAME: "layers"})
+  scanned = nn.scan(step, methods={
+      "__call__": dict(in_axes=(0,) + broadcast, **scan_kwargs),
+      "project_cross_kv": dict(in_axes=(nn.broadcast,), **scan_kwargs)})
+  return nn.map_variables(scanned, "cache", trans_in_fn=lambda c: _cache_from_storage(c, num_layers),
+                          trans_out_fn=_cache_to_storage, init=True, mutable=True)
+
+
 class TransformerStack(nn.Module):
-  """`num_layers` TransformerLayers named layers_0 ... layers_{n-1}."""
+  """`num_layers` TransformerLayers named layers_0 ... layers_{n-1}, or (config.scan_layers)
+  one scanned `layers` module whose params carry a leading [layers] axis; each layer under
+  nn.remat when config.remat is not 'none'. Both give the same numbers;
+  `edjax.models.stacking` converts params between the two layouts."""
 
   config: BlockConfig
   num_layers: int
   dtype: Dtype = jnp.float32
 
   def setup(self):
-    self.layers = [TransformerLayer(self.config, i, self.dtype) for i in range(self.num_layers)]
+    cfg = self.config
+    if cfg.scan_layers:
+      if cfg.scale_by_inverse_layer_idx:
+        from edjax.model_configs import ConfigError
+        raise ConfigError("scale_attn_by_inverse_layer_idx=True needs each layer's index, which a "
+                          "scanned stack does not have: set scan_layers=False for this model")
+      self.layers = scanned_layers(cfg, self.num_layers)(cfg, 0, self.dtype)
+    else:
+      step = remat_module(LayerStep, cfg.remat, STEP_STATIC_ARGNUMS)
+      self.layers = [step(cfg, i, self.dtype) for i in range(self.num_layers)]
 
-  def cross_kv(self, encoder_hidden: Array) -> tuple[tuple[Array, Array], ...]:
-    """Per-layer cross-attention (key, value), each [batch, src_len, heads, head_dim]."""
+  def cross_kv(self, encoder_hidden: Array):
+    """Per-layer cross-attention (key, value), each [batch, src_len, heads, head_dim]; scanned:
+    one stacked (key, value), each [layers, batch, src_len, heads, head_dim]."""
+    if self.config.scan_layers:
+      return self.layers.project_cross_kv(None, encoder_hidden)[1]
     return tuple(layer.cross_kv(encoder_hidden) for layer in self.layers)
 
   def __call__(self, x: Array, *, attention_mask: Array | None = None, causal: bool = False,
@@ -383,18 +488,25 @@ class TransformerStack(nn.Module):
     attention_mask [batch, k_len] {0,1} (decode mode: k_len = cache length) and
     encoder_attention_mask [batch, src_len] are padding masks (1 = real token); the stack turns
     them into attention masks here, once for every layer. hidden_states holds the input of every
-    layer and the last layer's output (HF order).
+    layer and the last layer's output (HF order); scanned or not, every output is per layer.
     """
     self_mask = None if attention_mask is None else padding_mask(attention_mask)
     cross_mask = None if encoder_attention_mask is None else padding_mask(encoder_attention_mask)
+    flags = (causal, decode, deterministic, output_hidden_states, output_attentions)
+    if self.config.scan_layers:
+      x, (inputs, self_attns, cross_attns) = self.layers(
+          x, cross_kv, self_mask, encoder_hidden, cross_mask, *flags)  # stacked [layers, ...]
+      unstack = lambda a: tuple(a[i] for i in range(self.num_layers))  # noqa: E731
+      hidden_states = unstack(inputs) + (x,) if output_hidden_states else None
+      self_attns = unstack(self_attns) if output_attentions else None
+      cross_attns = unstack(cross_attns) if output_attentions and self.config.cross_attention else None
+      return x, hidden_states, self_attns, cross_attns
     hidden_states, self_attns, cross_attns = [], [], []
     for i, layer in enumerate(self.layers):
-      if output_hidden_states:
-        hidden_states.append(x)
-      x, self_probs, cross_probs = layer(
-          x, self_mask=self_mask, causal=causal, encoder_hidden=encoder_hidden,
-          cross_kv=None if cross_kv is None else cross_kv[i], cross_mask=cross_mask, decode=decode,
-          deterministic=deterministic)
+      x, (layer_input, self_probs, cross_probs) = layer(
+          x, None if cross_kv is None else cross_kv[i], self_mask, encoder_hidden, cross_mask,
+          *flags)
+      hidden_states.append(layer_input)
       self_attns.append(self_probs)
       cross_attns.append(cross_probs)
     if output_hidden_states:

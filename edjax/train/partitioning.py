@@ -24,6 +24,7 @@ DEFAULT_RULES = (
     ("vocab", "tensor"),
     ("kv", None),
     ("length", None),
+    ("layers", None),  # the stacked-layer axis of scanned stacks (scan_layers=True): never sharded
 )
 
 

@@ -210,7 +210,7 @@ def _real_token_fraction(tmp_path, pack: bool) -> list[float]:
   config.data.max_source_length = config.data.max_target_length = 128  # room for several
   config.total_steps, config.log_every_steps = 4, 2
   config.checkpoint_every_steps = config.eval_every_steps = 4
-  config.eval.num_generate = 0
+  config.eval.update(dict(num_generate=1, num_beams=1, max_length=4))
   config.export_hf = False
   workdir = str(tmp_path / ("packed" if pack else "unpacked"))
   train_lib.train_and_evaluate(config, workdir)

@@ -21,7 +21,7 @@ from edjax import convert, fileio
 from edjax import model_configs as configs
 from edjax.model_configs import ConfigError, EncoderDecoderConfig
 from edjax.convert import CheckpointError
-from edjax.models import registry
+from edjax.models import registry, stacking
 from edjax.models.encoder_decoder import EncoderDecoderModel, model_for_config
 
 log = logging.getLogger("edjax")
@@ -31,15 +31,17 @@ GENERATION_CONFIG_FILE = "generation_config.json"
 SPECIAL_TOKEN_KEYS = ("decoder_start_token_id", "bos_token_id", "eos_token_id", "pad_token_id")
 
 
-def resolve_path(path: str) -> str:
-  """A local HF-format directory, or a hub id downloaded when the hub can be reached."""
+def resolve_path(path: str, what: str = "checkpoint directory") -> str:
+  """A local HF-format directory, or a hub id downloaded when the hub can be reached. `what`
+  names it in the errors ("checkpoint directory", "tokenizer directory", ...)."""
   path = os.fspath(path)
   if os.path.isdir(path):
     return path
   if os.path.exists(path):
-    raise FileNotFoundError(f"{path} is a file; pass the checkpoint directory that holds config.json")
+    wants = "config.json" if what == "checkpoint directory" else "its files"
+    raise FileNotFoundError(f"{path} is a file; pass the {what} that holds {wants}")
   if path.startswith((".", "/", "~")) or path.count("/") > 1:
-    raise FileNotFoundError(f"checkpoint directory {path} does not exist")
+    raise FileNotFoundError(f"{what} {path} does not exist")
   try:
     from huggingface_hub import snapshot_download
     return snapshot_download(path, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model"])
@@ -67,15 +69,22 @@ def _to_flat_np(tree) -> dict[str, np.ndarray]:
 
 
 def _expected_shapes(model: EncoderDecoderModel) -> dict[str, tuple]:
-  """Shapes of the *untied* param tree (the layout the HF rules address)."""
+  """Shapes of the *untied*, unscanned param tree (the layout the HF rules address)."""
+  model = stacking.unscanned_model(model)
   full = model.untie_params(model.param_shapes())
   return {k: tuple(v.shape) for k, v in traverse_util.flatten_dict(full, sep="/").items()}
 
 
+def _fresh_flat(model: EncoderDecoderModel, rng) -> dict:
+  """Random init as a flat untied, unscanned tree (the layout `_merge` takes)."""
+  return _to_flat_np(stacking.to_unscanned(model, model.untie_params(model.init(rng)), tied=False))
+
+
 def _merge(model: EncoderDecoderModel, fresh_flat: dict, loaded_flat: dict):
+  """Flat untied, unscanned trees (fresh, then loaded on top) -> `model`'s canonical params."""
   flat = dict(fresh_flat)
   flat.update(loaded_flat)
-  params = traverse_util.unflatten_dict(flat, sep="/")
+  params = stacking.to_scanned(model, traverse_util.unflatten_dict(flat, sep="/"), tied=False)
   return jax.tree_util.tree_map(lambda x: np.asarray(x, np.float32), model.tie_params(params))
 
 
@@ -96,10 +105,31 @@ def from_config(config: EncoderDecoderConfig | dict, rng: int | jax.Array = 0, d
 # ----------------------------------------------------------------------------- warm start
 
 
+# Tensors a warm start leaves out by design, logged at INFO (HF's BertLMHeadModel has no pooler
+# either: transformers reports it among the unused weights without a warning).
+KNOWN_UNUSED_IN_DECODER = ("pooler.",)
+UNSAFE_PICKLE_MARKERS = ("Weights only load failed", "Unsupported global", "weights_only")
+
+
+def read_weights(path: str) -> dict[str, np.ndarray]:
+  """`convert.read_state_dict`, with a pickle that torch's weights_only loader refuses (it would
+  run code) reported as refused: unsafe, not as a corrupt file."""
+  try:
+    return convert.read_state_dict(path)
+  except CheckpointError as e:
+    cause = e.__cause__
+    if cause is not None and any(m in str(cause) for m in UNSAFE_PICKLE_MARKERS):
+      raise CheckpointError(
+          f"refused: unsafe pickle in {path}: it references objects other than tensors "
+          "(loading it would run code); get a model.safetensors version of the checkpoint, or "
+          "convert it yourself only if you trust its source") from e
+    raise
+
+
 def _load_part(model, role: str, path: str, part_config) -> tuple[dict, convert.LoadReport]:
   """Converts one single-model checkpoint (with or without its base-model prefix) for `role`."""
   arch = registry.get(part_config.model_type)
-  state = convert.with_prefix(convert.read_state_dict(path), arch.base_model_prefix + ".",
+  state = convert.with_prefix(read_weights(path), arch.base_model_prefix + ".",
                               want=(role == "decoder"))
   rules_fn = registry.encoder_rules if role == "encoder" else registry.decoder_rules
   flat, report = convert.hf_to_flax(state, rules_fn(part_config, "", f"{role}/"),
@@ -112,9 +142,14 @@ def _load_part(model, role: str, path: str, part_config) -> tuple[dict, convert.
     raise CheckpointError(
         f"{role} checkpoint {path} lacks {len(not_fresh)} tensors a {part_config.model_type} "
         f"{role} needs (e.g. {not_fresh[:4]}); is it a {part_config.model_type} checkpoint?")
-  if report.unexpected:
-    log.warning("%s checkpoint %s: %d tensors unused (e.g. %s)", role, path,
-                len(report.unexpected), report.unexpected[:4])
+  known = [k for k in report.unexpected if role == "decoder" and any(
+      f".{name}" in f".{k}" for name in KNOWN_UNUSED_IN_DECODER)]
+  if known:
+    log.info("%s checkpoint %s: %d tensors not used by a decoder, as in transformers (%s)", role,
+             path, len(known), known[:4])
+  other = [k for k in report.unexpected if k not in known]
+  if other:
+    log.warning("%s checkpoint %s: %d tensors unused (e.g. %s)", role, path, len(other), other[:4])
   return flat, report
 
 
@@ -163,7 +198,7 @@ def from_encoder_decoder_pretrained(encoder_path: str, decoder_path: str, rng: i
   dec_flat, dec_report = ({}, convert.LoadReport()) if decoder_path is None else _load_part(
       model, "decoder", decoder_path, config.decoder)
   flat.update(dec_flat)
-  fresh = _to_flat_np(model.untie_params(model.init(rng)))  # after the checks: init compiles
+  fresh = _fresh_flat(model, rng)  # after the checks: init compiles
   params = _merge(model, fresh, flat)
   info = {"encoder": enc_report, "decoder": dec_report}
   for report in info.values():
@@ -189,6 +224,8 @@ def from_pretrained(path: str, rng: int | jax.Array = 0, dtype=np.float32, stric
 
   strict=True (default): a missing or unexpected tensor is a CheckpointError that lists them;
   strict=False initialises missing tensors randomly and ignores unexpected ones (with a warning).
+  config_overrides may name the runtime options (scan_layers, remat, attention_impl): set on
+  both parts, the weights are loaded into that layout.
   """
   path = resolve_path(path)
   config = configs.load_config_file(path)
@@ -200,6 +237,8 @@ def from_pretrained(path: str, rng: int | jax.Array = 0, dtype=np.float32, stric
     gen = _read_json(gen_path)
     fill = {k: gen[k] for k in SPECIAL_TOKEN_KEYS if getattr(config, k) is None and gen.get(k) is not None}
     config = config.replace(**fill)
+  runtime = {k: config_overrides.pop(k) for k in configs.RUNTIME_FIELDS if k in config_overrides}
+  config = configs.with_runtime_options(config, **runtime)  # scan_layers etc. on both parts
   if config_overrides:
     config = config.replace(**config_overrides)
   model = model_for_config(config, dtype=dtype)
@@ -209,12 +248,13 @@ def from_pretrained(path: str, rng: int | jax.Array = 0, dtype=np.float32, stric
   if os.path.exists(msgpack):
     with open(msgpack, "rb") as f:
       params = flax.serialization.msgpack_restore(f.read())
+    params = stacking.to_scanned(model, params)  # exports hold the unscanned tree
     _check_tree(model, params, msgpack)
     report = convert.LoadReport(used=sorted(_to_flat_np(params)))
     return (model, params, report) if output_loading_info else (model, params)
 
   rules = convert.encoder_decoder_rules(config)
-  flat, report = convert.hf_to_flax(convert.read_state_dict(path), rules, _expected_shapes(model),
+  flat, report = convert.hf_to_flax(read_weights(path), rules, _expected_shapes(model),
                                     ignored=convert.ignored_hf_keys(config.encoder, config.decoder))
   _fill_tied(model, flat)
   # A tensor absent from the file but filled from its tied twin is not missing.
@@ -229,7 +269,7 @@ def from_pretrained(path: str, rng: int | jax.Array = 0, dtype=np.float32, stric
     log.warning("%s: %s", path, report.summary())
   report.initialized = sorted(k for k in _expected_shapes(model) if k not in flat)
   # Random init (it compiles the whole model) only when something must be initialised.
-  fresh = _to_flat_np(model.untie_params(model.init(rng))) if report.initialized else {}
+  fresh = _fresh_flat(model, rng) if report.initialized else {}
   params = _merge(model, fresh, flat)
   return (model, params, report) if output_loading_info else (model, params)
 
@@ -262,7 +302,8 @@ def save_pretrained(model: EncoderDecoderModel, params, out_dir: str) -> None:
   from safetensors.numpy import save_file
   config = model.config
   _check_tree(model, params, "params")
-  full = _to_flat_np(model.untie_params(jax.device_get(params)))
+  full = _to_flat_np(stacking.to_unscanned(model, model.untie_params(jax.device_get(params)),
+                                           tied=False))
   state = convert.flax_to_hf(full, convert.encoder_decoder_rules(config))
   state.update(convert.hf_buffers(config))
   state = {k: np.ascontiguousarray(v.astype(np.float32) if v.dtype.kind == "f" else v)
@@ -280,6 +321,7 @@ def save_pretrained(model: EncoderDecoderModel, params, out_dir: str) -> None:
 def export_params(model: EncoderDecoderModel, params, out_dir: str) -> None:
   """edjax export: config.json + flax_params.msgpack (canonical tree), atomically."""
   _check_tree(model, params, "params")
+  params = stacking.to_unscanned(model, params)  # exports are layout-free: scanned or not
   data = flax.serialization.msgpack_serialize(jax.tree_util.tree_map(np.asarray, jax.device_get(params)))
   generation = generation_config_dict(model.config, model.generation_defaults)
   files = {FLAX_PARAMS_FILE: data, GENERATION_CONFIG_FILE: _json_bytes(generation),

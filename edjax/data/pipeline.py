@@ -47,12 +47,14 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+import unicodedata
 from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 from absl import logging
 
 from edjax.data import packing, registry
+from edjax.data.registry import DataError, DataNotFoundError
 from edjax.data.streams import (EvalSet, IndexedStream, base_name, check_seed, check_sharding,
                                 config_value)
 from edjax.losses import IGNORE_INDEX
@@ -114,6 +116,8 @@ class Tokenized:
   source_len: np.ndarray  # [N] int32
   target_ids: np.ndarray  # [N, max_target_length], labels (see Tokenizer.encode_targets)
   target_len: np.ndarray  # [N] int32
+  source_truncated: int = 0  # how many sources were longer than max_source_length (cut)
+  target_truncated: int = 0  # how many targets were longer than max_target_length (cut)
 
   def __len__(self) -> int:
     return len(self.source_len)
@@ -138,7 +142,7 @@ def tokenize(pairs: Iterable[Sequence[tuple[str, str]]], encoder_tokenizer: Toke
   truncation, targets as labels: no start token, eos last)."""
   vocab = max(encoder_tokenizer.vocab_size, decoder_tokenizer.vocab_size)
   dtype = np.uint16 if vocab <= np.iinfo(np.uint16).max + 1 else np.int32
-  parts = []
+  parts, cut = [], [0, 0]
   for chunk in pairs:
     if not len(chunk):
       continue
@@ -150,13 +154,37 @@ def tokenize(pairs: Iterable[Sequence[tuple[str, str]]], encoder_tokenizer: Toke
                                                      pad_to=max_target_length)
     if dtype == np.uint16 and max(int(src.max()), int(tgt.max())) > np.iinfo(np.uint16).max:
       raise ValueError("token id beyond the tokenizer's vocab_size")
-    parts.append((src.astype(dtype), src_mask.sum(1).astype(np.int32), tgt.astype(dtype),
-                  tgt_mask.sum(1).astype(np.int32)))
+    src_len, tgt_len = src_mask.sum(1).astype(np.int32), tgt_mask.sum(1).astype(np.int32)
+    cut[0] += count_truncated(encoder_tokenizer, sources, src_len, max_source_length, False)
+    cut[1] += count_truncated(decoder_tokenizer, targets, tgt_len, max_target_length, True)
+    parts.append((src.astype(dtype), src_len, tgt.astype(dtype), tgt_len))
   if not parts:
     empty = np.zeros((0,), np.int32)
     return Tokenized(np.zeros((0, max_source_length), dtype), empty,
                      np.zeros((0, max_target_length), dtype), empty)
-  return Tokenized(*(np.concatenate(arrays) for arrays in zip(*parts)))
+  return Tokenized(*(np.concatenate(arrays) for arrays in zip(*parts)), *cut)
+
+
+def count_truncated(tokenizer: Tokenizer, texts: Sequence[str], lengths: np.ndarray,
+                    max_length: int, targets: bool) -> int:
+  """How many of `texts` (encoded to `lengths` tokens, at most `max_length`) were cut: only the
+  rows at the limit are encoded again, without truncation."""
+  at_max = [texts[i] for i in np.flatnonzero(lengths >= max_length)]
+  if not at_max:
+    return 0
+  encs = tokenizer.tok.encode_batch(list(at_max), add_special_tokens=not targets)
+  extra = 1 if targets and tokenizer.eos_id is not None else 0  # the eos a label row ends with
+  return sum(len(e.ids) + extra > max_length for e in encs)
+
+
+def log_truncation(what: str, data: Tokenized, max_source_length: int,
+                   max_target_length: int) -> None:
+  """One log line saying how many examples were cut to the configured lengths (none: silent)."""
+  if data.source_truncated or data.target_truncated:
+    logging.info("%s: %d of %d sources longer than data.max_source_length=%d and %d targets "
+                 "longer than data.max_target_length=%d were truncated", what,
+                 data.source_truncated, len(data), max_source_length, data.target_truncated,
+                 max_target_length)
 
 
 def chunks(pairs: Sequence[tuple[str, str]], size: int = CHUNK) -> Iterator[Pairs]:
@@ -168,23 +196,53 @@ def chunks(pairs: Sequence[tuple[str, str]], size: int = CHUNK) -> Iterator[Pair
 # ----------------------------------------------------------------------------- reading
 
 
-def parse_tsv_lines(lines: Iterable[str], path: str) -> Iterator[tuple[str, str]]:
-  """(column 1, column 2) of each non-blank `a<TAB>b` line; another column count is an error."""
+def clean_control_characters(text: str) -> str:
+  """`text` with every control character (Unicode category Cc: NUL, ESC, BEL, ...; a tab cannot
+  occur inside a field) replaced by a space, as BERT's tokenizer cleans its input."""
+  if text.isprintable():
+    return text
+  return "".join(" " if unicodedata.category(c) == "Cc" else c for c in text)
+
+
+def parse_tsv_lines(lines: Iterable[bytes | str], path: str) -> Iterator[tuple[str, str]]:
+  """(column 1, column 2) of each non-blank `a<TAB>b` line (bytes are decoded as UTF-8).
+
+  A DataError names the file and line for: invalid UTF-8, another column count, an empty (or
+  all-blank) source or target field. Control characters inside a field are replaced by spaces
+  (`clean_control_characters`, what BERT's tokenizer does anyway), with one log line per file
+  saying how many lines had them.
+  """
+  cleaned = 0
   for i, line in enumerate(lines, 1):
+    if isinstance(line, bytes):
+      try:
+        line = line.decode("utf-8")
+      except UnicodeDecodeError as e:
+        raise DataError(f"{path} line {i}: invalid UTF-8 (byte {e.start}: "
+                        f"{line[e.start:e.start + 1]!r}); save the file as UTF-8") from None
     line = line.rstrip("\r\n")
     if not line:
       continue
     parts = line.split("\t")
     if len(parts) != 2:
-      raise ValueError(f"{path} line {i}: expected 2 tab-separated columns, got {len(parts)}")
-    yield parts[0], parts[1]
+      raise DataError(f"{path} line {i}: expected 2 tab-separated columns (source<TAB>target), "
+                      f"got {len(parts)}")
+    for name, field in zip(("source", "target"), parts):
+      if not field.strip():
+        raise DataError(f"{path} line {i}: the {name} field is empty; remove the line or fill it")
+    clean = [clean_control_characters(p) for p in parts]
+    if clean != parts:
+      cleaned += 1
+    yield clean[0], clean[1]
+  if cleaned:
+    logging.info("%s: %d lines had control characters, replaced by spaces", path, cleaned)
 
 
 def read_tsv(path: str) -> Pairs:
   """(source, target) pairs of a `source<TAB>target` file (UTF-8, no header; blank lines skipped)."""
   if not os.path.isfile(path):
-    raise FileNotFoundError(f"TSV file {path} does not exist")
-  with open(path, encoding="utf-8", newline="") as f:
+    raise DataNotFoundError(f"TSV file {path} does not exist (data.tsv_train / data.tsv_eval)")
+  with open(path, "rb") as f:
     return list(parse_tsv_lines(f, path))
 
 
@@ -262,6 +320,7 @@ def build_text_eval(data_config, *, encoder_tokenizer: Tokenizer, decoder_tokeni
   src_len, tgt_len = _lengths(data_config)
   pairs = eval_pairs(data_config)
   data = tokenize(chunks(pairs), encoder_tokenizer, decoder_tokenizer, src_len, tgt_len)
+  log_truncation(f"data {name} eval", data, src_len, tgt_len)
   return EvalSet(pairs, data, process_index=process_index, process_count=process_count)
 
 
@@ -289,6 +348,8 @@ def build_text(data_config, *, encoder_tokenizer: Tokenizer, decoder_tokenizer: 
   train = tokenize(source.train_chunks(data_config, name), encoder_tokenizer, decoder_tokenizer,
                    src_len, tgt_len)
   eval_data = tokenize(chunks(evals), encoder_tokenizer, decoder_tokenizer, src_len, tgt_len)
+  log_truncation(f"data {name} train", train, src_len, tgt_len)
+  log_truncation(f"data {name} eval", eval_data, src_len, tgt_len)
   if setting(data_config, "pack"):
     stream = packing.packed_stream(
         train, global_batch_size=global_batch_size, seed=seed,

@@ -27,8 +27,19 @@ from typing import Any, Callable, Mapping
 import ml_collections
 
 from edjax.data import streams
+from edjax.model_configs import ConfigError
 
 MODALITIES = ("text", "image")
+
+
+class DataError(ConfigError):
+  """Data that cannot be read as configured (missing files, a malformed line): the message names
+  the file (and line) and the config key or environment variable to fix. A ConfigError, so the
+  mains print it as one line."""
+
+
+class DataNotFoundError(DataError, FileNotFoundError):
+  """Data files or folders that are not where the config (or $EDJAX_DATA_DIR) says."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -32,7 +32,9 @@ tfds data goes to the ``data_dir`` you give, else ``$TFDS_DATA_DIR``, else
 
 The dataset ``wiki_split`` (`edjax.data.build_dataset`): training pairs from `train_splits`
 (default tune + validation), the eval subset from `eval_split` (default test), read from
-`data_dir` (default ``$EDJAX_DATA_DIR/wiki_split``) by `load_wiki_split`; target = `target_text`
+`data_dir` (default ``$EDJAX_DATA_DIR/wiki_split``) by `load_wiki_split` (a split missing there
+is a DataNotFoundError naming where it looked, unless ``data.download=True``: then tfds fetches
+it, after checking within 10 s that github.com answers); target = `target_text`
 of column 2, so detokenized predictions compare to references directly. The files are sorted
 alphabetically, so their first rows are not representative (they all start with quotes, digits or
 "A"): keep the default eval_order='shuffled'.
@@ -44,6 +46,7 @@ pipeline's TSV reader and `edjax.metrics.normalize_split_delimiter` use them).
 from __future__ import annotations
 
 import os
+import socket
 import sys
 import zipfile
 
@@ -52,6 +55,7 @@ import tensorflow_datasets as tfds
 from edjax import resources
 from edjax.data import pipeline
 from edjax.data.pipeline import parse_tsv_lines
+from edjax.data.registry import DataError, DataNotFoundError
 
 
 def ensure_tfds_compat() -> None:
@@ -79,6 +83,8 @@ URL = "https://github.com/google-research-datasets/wiki-split/raw/master/"
 # split -> file name in the release (and in a manual dir)
 FILES = {"train": "train.tsv.zip", "tune": "tune.tsv", "validation": "validation.tsv",
          "test": "test.tsv"}
+DOWNLOAD_HOST = "github.com"
+DOWNLOAD_TIMEOUT_S = 10.0  # how long data.download=True waits to reach DOWNLOAD_HOST
 
 
 def target_text(text: str) -> str:
@@ -99,9 +105,9 @@ def _iter_rows(path: str):
     with zipfile.ZipFile(path) as zf:
       name = next(n for n in zf.namelist() if n.endswith(".tsv"))
       with zf.open(name) as f:
-        yield from parse_tsv_lines((raw.decode("utf-8") for raw in f), f"{path}:{name}")
+        yield from parse_tsv_lines(f, f"{path}:{name}")
   else:
-    with open(path, encoding="utf-8", newline="") as f:
+    with open(path, "rb") as f:
       yield from parse_tsv_lines(f, path)
 
 
@@ -128,31 +134,67 @@ def read_wiki_split(split: str, directory: str | None = None) -> list[tuple[str,
   _check_split(split)
   directory = directory or resources.wiki_split_dir()
   if not os.path.isdir(directory):
-    raise FileNotFoundError(
+    raise DataNotFoundError(
         f"WikiSplit folder {directory} does not exist: set EDJAX_DATA_DIR to the folder that holds "
         "wiki_split/ (or pass data_dir), or prepare the tfds builder online")
   path = _split_path(directory, split)
   if path is None:
-    raise FileNotFoundError(
+    raise DataNotFoundError(
         f"WikiSplit split {split!r} not found in {directory} (expected {FILES[split]})")
   return list(_iter_rows(path))
 
 
-def load_wiki_split(split: str, data_dir: str | None = None, *,
-                    tfds_data_dir: str | None = None) -> list[tuple[str, str]]:
+def tfds_dir(tfds_data_dir: str | None = None) -> str:
+  """Where tfds keeps prepared datasets: `tfds_data_dir`, else $TFDS_DATA_DIR, else
+  ~/tensorflow_datasets."""
+  return os.path.expanduser(tfds_data_dir or os.environ.get("TFDS_DATA_DIR")
+                            or "~/tensorflow_datasets")
+
+
+def _prepared(tfds_data_dir: str | None) -> str | None:
+  """The folder of an already prepared `WikiSplit` builder, if there is one (nothing is written)."""
+  path = os.path.join(tfds_dir(tfds_data_dir), WikiSplit.name, str(WikiSplit.VERSION))
+  return path if os.path.exists(os.path.join(path, "dataset_info.json")) else None
+
+
+def check_reachable(host: str = DOWNLOAD_HOST, timeout: float = DOWNLOAD_TIMEOUT_S) -> None:
+  """DataError when `host`:443 cannot be reached within `timeout` seconds (before tfds would
+  retry a download for minutes)."""
+  try:
+    socket.create_connection((host, 443), timeout=timeout).close()
+  except OSError as e:
+    raise DataError(f"data.download=True but {host} cannot be reached ({e}) within {timeout:g}s: "
+                    "run offline with the WikiSplit files in EDJAX_DATA_DIR/wiki_split or "
+                    "config.data.data_dir") from None
+
+
+def load_wiki_split(split: str, data_dir: str | None = None, *, tfds_data_dir: str | None = None,
+                    download: bool = False) -> list[tuple[str, str]]:
   """(source, target) pairs of a WikiSplit split, target = `target_text` of column 2.
 
   Reads ``<data_dir>/<split>.tsv`` directly when it exists (data_dir defaults to
-  `resources.wiki_split_dir()`); otherwise (e.g. the 1M-pair train split on a machine with
-  internet) prepares the tfds builder into `tfds_data_dir` (default: $TFDS_DATA_DIR or
-  ~/tensorflow_datasets), downloading the public files, and reads it from there. Both paths give
-  the same rows in the same (file) order.
+  `resources.wiki_split_dir()`), else an already prepared tfds builder in `tfds_data_dir`
+  (default: $TFDS_DATA_DIR or ~/tensorflow_datasets). Otherwise, only with `download=True` (the
+  config's ``data.download``; e.g. the 1M-pair train split on a machine with internet), it
+  prepares the tfds builder there, downloading the public files once `DOWNLOAD_HOST` answers
+  within `DOWNLOAD_TIMEOUT_S`; without it a DataNotFoundError names every place it looked and
+  the settings that move them. Both paths give the same rows in the same (file) order.
   """
   _check_split(split)
   directory = data_dir or resources.wiki_split_dir()
   if os.path.isdir(directory) and _split_path(directory, split) is not None:
     rows = read_wiki_split(split, directory)
   else:
+    if not download and _prepared(tfds_data_dir) is None:
+      where = "config.data.data_dir" if data_dir else "$EDJAX_DATA_DIR/wiki_split"
+      raise DataNotFoundError(
+          f"WikiSplit split {split!r} not found: looked for {directory}/{split}.tsv ({where}"
+          + ("" if os.path.isdir(directory) else ", a folder that does not exist")
+          + f") and for a prepared tfds copy in {os.path.join(tfds_dir(tfds_data_dir), WikiSplit.name)}. "
+          "Set EDJAX_DATA_DIR to the folder that holds wiki_split/ (or config.data.data_dir to "
+          f"the folder of the TSVs), or pass --config.data.download=True to download it")
+    if download and _prepared(tfds_data_dir) is None:
+      check_reachable()
     manual = directory if os.path.isdir(directory) else None
     rows = [(c, s) for c, s in iterate_builder(split, tfds_data_dir, manual_dir=manual)]
   return [(c, target_text(s)) for c, s in rows]
@@ -230,12 +272,14 @@ class WikiSplit(tfds.core.GeneratorBasedBuilder):
 # ----------------------------------------------------------------------------- the dataset
 
 
-def _pairs(split: str, data_dir: str | None) -> list[tuple[str, str]]:
-  if data_dir is not None and not os.path.isdir(data_dir):
-    raise FileNotFoundError(
+def _pairs(split: str, data_config) -> list[tuple[str, str]]:
+  data_dir = pipeline.setting(data_config, "data_dir") or None
+  download = bool(pipeline.setting(data_config, "download"))
+  if data_dir is not None and not os.path.isdir(data_dir) and not download:
+    raise DataNotFoundError(
         f"WikiSplit data_dir {data_dir} does not exist: point data.data_dir at the folder holding "
         "tune.tsv / validation.tsv / test.tsv, or leave it empty for $EDJAX_DATA_DIR/wiki_split")
-  return load_wiki_split(split, data_dir)
+  return load_wiki_split(split, data_dir, download=download)
 
 
 def _train_chunks(data_config, name: str):
@@ -243,15 +287,15 @@ def _train_chunks(data_config, name: str):
   if not splits:
     raise ValueError(f"data.train_splits is empty for dataset {name!r}")
   for split in splits:
-    yield from pipeline.chunks(_pairs(split, pipeline.setting(data_config, "data_dir") or None))
+    yield from pipeline.chunks(_pairs(split, data_config))
 
 
 def _eval_pairs(data_config, name: str, limit: int | None) -> list[tuple[str, str]]:
-  return _pairs(pipeline.setting(data_config, "eval_split"),
-                pipeline.setting(data_config, "data_dir") or None)
+  return _pairs(pipeline.setting(data_config, "eval_split"), data_config)
 
 
 pipeline.register_text_dataset(
     "wiki_split", pipeline.TextSource(_train_chunks, _eval_pairs),
     defaults=dict(train_splits=("tune", "validation"), eval_split="test",
-                  data_dir=""))  # data_dir: the folder of the TSVs ("": $EDJAX_DATA_DIR/wiki_split)
+                  data_dir="",  # the folder of the TSVs ("": $EDJAX_DATA_DIR/wiki_split)
+                  download=False))  # fetch missing splits with tfds (else: a DataNotFoundError)

@@ -13,6 +13,8 @@ one of `edjax.generation.SETTING_NAMES` (num_beams, max_length, length_penalty, 
 from __future__ import annotations
 
 import json
+import logging
+import time
 
 import jax
 import numpy as np
@@ -24,6 +26,8 @@ from edjax.generation import SETTING_NAMES
 from edjax.model_configs import ConfigError
 from edjax.processing.tokenizers import roundtrip_references, roundtrip_texts
 from edjax.train.loss import encoder_inputs, token_loss
+
+log = logging.getLogger("edjax")
 
 # The keys of config.eval that are not generation settings.
 EVAL_KEYS = ("batch_size", "num_generate", "metrics")
@@ -40,6 +44,14 @@ def check_eval_config(eval_config) -> None:
 def generation_kwargs(eval_config) -> dict:
   """The generation settings of config.eval, as `edjax.generate` keywords."""
   return {k: eval_config[k] for k in SETTING_NAMES if k in eval_config}
+
+
+def export_generation_settings(eval_config) -> dict:
+  """The eval decode settings for the export's generation_config.json (num_beams, max_length,
+  min_length, length_penalty, no_repeat_ngram_size, early_stopping, ... as config.eval sets
+  them), so `experiments.predict --checkpoint=workdir/export` decodes like the run's eval."""
+  return {k: (v.item() if hasattr(v, "item") else v)
+          for k, v in generation_kwargs(eval_config).items()}
 
 
 def make_eval_loss_fn(model):
@@ -63,9 +75,12 @@ def generate_texts(model, params, eval_set, batch_size: int, num: int, decoder_t
                    gen_kwargs: dict) -> list[str]:
   """Decoded generations for the first `num` examples of the eval set, in its order."""
   preds: list[str] = []
+  t0 = time.monotonic()
   for batch in eval_set.batches(batch_size):
     if len(preds) >= num:
       break
+    if preds:
+      log.info("eval: generated %d/%d (%.1fs)", len(preds), num, time.monotonic() - t0)
     out = edjax.generate(model, params, **encoder_inputs(batch), **gen_kwargs)
     texts = decoder_tokenizer.decode_batch(np.asarray(out.sequences))  # [b] (one per input)
     keep = [i for i in range(len(texts)) if batch["valid"][i]][:num - len(preds)]
@@ -84,8 +99,12 @@ def evaluate(model, params, eval_set, eval_config, decoder_tokenizer, *, loss_fn
   process 0 writes the rows there as JSONL (atomically).
   """
   loss_fn = loss_fn or make_eval_loss_fn(model)
+  t0 = time.monotonic()
+  log.info("eval: loss on %d examples", len(eval_set.examples))
   results = {"eval/loss": eval_loss(params, eval_set, eval_config.batch_size, loss_fn)}
   num = min(eval_config.num_generate, len(eval_set.examples))
+  log.info("eval: loss %.4f (%.1fs); generating %d", results["eval/loss"], time.monotonic() - t0,
+           num)
   preds = generate_texts(model, params, eval_set, eval_config.batch_size, num, decoder_tokenizer,
                          generation_kwargs(eval_config))
   sources = [s for s, _ in eval_set.examples[:len(preds)]]
@@ -94,6 +113,7 @@ def evaluate(model, params, eval_set, eval_config, decoder_tokenizer, *, loss_fn
       list(eval_config.metrics), roundtrip_texts(sources, decoder_tokenizer), preds,
       roundtrip_references(refs, decoder_tokenizer))
   results.update({f"eval/{k}": v for k, v in scores.items()})
+  log.info("eval done in %.1fs", time.monotonic() - t0)
   rows = list(zip(sources, preds, refs))
   if predictions_path and jax.process_index() == 0:
     fileio.atomic_write(predictions_path, "".join(

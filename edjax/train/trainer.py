@@ -498,7 +498,7 @@ def _train_and_evaluate(config, workdir: str, mesh, guard: preemption.Preemption
   metrics_writer, progress_writer = writers.create_writers(workdir, enabled=is_main,
                                                            resume_step=start_step)
   report_progress = writers.create_progress(config.total_steps, config.log_every_steps,
-                                            progress_writer)
+                                            progress_writer, config.eval_every_steps)
   eval_loss_fn = eval_lib.make_eval_loss_fn(model)
   final: dict = {}
 
@@ -510,7 +510,6 @@ def _train_and_evaluate(config, workdir: str, mesh, guard: preemption.Preemption
           predictions_path=os.path.join(workdir, f"predictions_{step}.jsonl"))
     metrics_writer.write_scalars(step, results)
     final = dict(results, step=step, examples=rows[:3])
-    eval_lib.log_remaining(step, config, report_progress)
 
   # --- loop
   schedule = opt_lib.learning_rate_schedule(config.optimizer.learning_rate,

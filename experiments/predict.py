@@ -5,17 +5,23 @@ r"""Batch prediction with a trained (or any HF-format) encoder-decoder: the comm
       [--num_beams=4 --length_penalty=2.0 --no_repeat_ngram_size=3 --max_length=64 ...]
 
 --checkpoint: an HF EncoderDecoderModel / VisionEncoderDecoderModel directory or an edjax export
-  (config.json + flax_params.msgpack). The tokenizer comes from --tokenizer (default: the
-  checkpoint dir).
+  (config.json + flax_params.msgpack); a training run's workdir means its export/. The tokenizer
+  comes from --tokenizer (default: the checkpoint dir). A run's export carries the run's eval
+  decode settings in generation_config.json, so predict decodes like the run's eval.
 --input: one source text per line (UTF-8); an empty line is an error (it has no prediction).
   For a vision checkpoint (ViT / DeiT encoder) every line is an image path (PNG, JPEG, ...;
   relative paths are relative to the input file's folder), preprocessed by --image_processor's
   preprocessor_config.json (default: the checkpoint dir's, else ViTImageProcessor defaults at the
   encoder's image size).
 --output: JSONL, one {"input", "output", "score"} object per input line, written atomically (a
-  directory or an unwritable path is rejected before anything is generated).
+  directory or an unwritable path is rejected before anything is generated). "score" is beam
+  search's sequence score, or for greedy / sampling the sum of the log-probabilities of the
+  generated tokens (EOS included).
 --score: --input holds `source<TAB>target` lines; each gets {"input", "target",
   "log_likelihood", "mean_log_likelihood", "num_tokens"} (edjax.score) instead of a generation.
+--pairs=FILE.tsv (instead of --input): scores the checkpoint on `source<TAB>target` lines as the
+  trainer's eval does (mean token loss + --metrics, default: the run's config.eval.metrics),
+  without training or writing an export; prints the metrics and writes them to --output (JSON).
 Generation flags (one per `edjax.generation.SETTING_NAMES`) left unset take the checkpoint's
 generation_config.json values, then HF's defaults.
 An edjax error (a bad flag, input or checkpoint) prints one line `error: ...` and exits 2;
@@ -25,11 +31,13 @@ EDJAX_DEBUG=1 shows the traceback.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import sys
 
 from absl import app, flags
 
+from edjax import fileio
 from edjax import predict as predict_lib
 from edjax.convert import CheckpointError
 from edjax.model_configs import ConfigError
@@ -46,6 +54,8 @@ flags.DEFINE_string("image_processor", None,
 flags.DEFINE_integer("batch_size", 8, "Inputs per generate call.")
 flags.DEFINE_integer("max_input_length", None, "Truncate inputs (default: encoder positions).")
 flags.DEFINE_integer("seed", 0, "PRNG seed for sampling.")
+flags.DEFINE_string("pairs", None, "`source<TAB>target` file to compute the eval metrics on.")
+flags.DEFINE_list("metrics", None, "Metrics for --pairs (default: the run's config.eval.metrics).")
 flags.DEFINE_boolean("score", False, "Score `source<TAB>target` lines (edjax.score: the targets' "
                      "log-likelihood) instead of generating.")
 
@@ -103,15 +113,35 @@ def generation_kwargs() -> dict:
 
 def main(argv):
   del argv
-  for name in ("checkpoint", "input", "output"):
+  for name in ("checkpoint", "pairs" if FLAGS.pairs else "input", "output"):
     if not getattr(FLAGS, name):
       raise app.UsageError(f"--{name} is required")
-  tokenizer_dir = FLAGS.tokenizer or FLAGS.checkpoint
   try:
+    predict_lib.check_dir("checkpoint", FLAGS.checkpoint, "checkpoint directory")
+    for name in ("tokenizer", "decoder_tokenizer"):
+      if getattr(FLAGS, name):
+        predict_lib.check_dir(name, getattr(FLAGS, name), "tokenizer directory")
+    checkpoint = predict_lib.resolve_checkpoint(FLAGS.checkpoint)
+    tokenizer_dir = FLAGS.tokenizer or checkpoint
     predict_lib.check_arguments(FLAGS.output, FLAGS.batch_size, FLAGS.max_input_length,
                                 generation_kwargs())
+    if FLAGS.pairs:
+      names = FLAGS.metrics or predict_lib.run_metrics(FLAGS.checkpoint)
+      if not names:
+        raise predict_lib.InputError(
+            f"--pairs: {FLAGS.checkpoint} does not come from an edjax run (no config.json with "
+            "eval.metrics beside it): pass --metrics=bleu,sari,...")
+      pairs = predict_lib.read_pairs(FLAGS.pairs, "pairs")
+      results = predict_lib.evaluate_pairs(
+          checkpoint, pairs, tokenizer_dir, FLAGS.decoder_tokenizer or tokenizer_dir,
+          FLAGS.batch_size, FLAGS.max_input_length, generation_kwargs(), names, FLAGS.seed)
+      text = json.dumps(results, indent=2)
+      fileio.atomic_write(FLAGS.output, text + "\n")
+      print(text)
+      print(f"wrote the metrics of {len(pairs)} pairs to {FLAGS.output}", file=sys.stderr)
+      return
     if FLAGS.score:
-      rows = predict_lib.score(FLAGS.checkpoint, predict_lib.read_pairs(FLAGS.input), tokenizer_dir,
+      rows = predict_lib.score(checkpoint, predict_lib.read_pairs(FLAGS.input), tokenizer_dir,
                                FLAGS.decoder_tokenizer or tokenizer_dir, FLAGS.batch_size,
                                FLAGS.max_input_length)
       predict_lib.write_jsonl(FLAGS.output, rows)
@@ -119,7 +149,7 @@ def main(argv):
       return
     lines = predict_lib.read_inputs(FLAGS.input)
     rows = predict_lib.predict(
-        FLAGS.checkpoint, lines, tokenizer_dir, FLAGS.decoder_tokenizer or tokenizer_dir,
+        checkpoint, lines, tokenizer_dir, FLAGS.decoder_tokenizer or tokenizer_dir,
         FLAGS.batch_size, FLAGS.max_input_length, FLAGS.seed, generation_kwargs(),
         input_path=FLAGS.input, image_processor_dir=FLAGS.image_processor)
   except (predict_lib.InputError, ConfigError, CheckpointError) as e:

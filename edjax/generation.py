@@ -355,6 +355,36 @@ def prefill_prompt(tokens_to_logits: TokensToLogits, cache, prompt: DecoderPromp
       lambda x: x - rewind.astype(x.dtype) if jnp.issubdtype(x.dtype, jnp.integer) else x, cache)
 
 
+HEAD_LAYOUT = True  # off: the decode step reads the params as stored (benchmarks compare both)
+
+
+def head_layout_params(params, vocab: int) -> Callable[[], Any]:
+  """The params for the decode step, with every decoder [vocab, width] table (the word embedding
+  the tied LM head shares) transposed once, before the loop, to [width, vocab].
+
+  Returns a function that the step calls: it transposes those leaves back, inside the loop, so
+  the model sees the same values and shapes; XLA folds that transpose into the head's matmul
+  (hidden [n, width] @ [width, vocab], the layout its dot kernel runs fastest) and into the
+  embedding gather (reads n rows), so no copy of the table is made per step. The barrier keeps
+  XLA from cancelling the two transposes. Values are exactly the params' (a transpose copies).
+  """
+  if not HEAD_LAYOUT or "decoder" not in params:
+    return lambda: params
+
+  def is_table(x) -> bool:
+    return x.ndim == 2 and x.shape[0] == vocab and x.shape[1] < vocab
+
+  decoder = params["decoder"]
+  laid = jax.tree_util.tree_map(
+      lambda x: jax.lax.optimization_barrier(x.T) if is_table(x) else x, decoder)
+  flags = jax.tree_util.tree_map(is_table, decoder)
+
+  def step_params():
+    back = jax.tree_util.tree_map(lambda x, f: x.T if f else x, laid, flags)
+    return {**params, "decoder": back}
+  return step_params
+
+
 def _generate_impl(model, s: GenerationSettings, params, inputs: dict, rng: Array,
                    prompt: DecoderPrompt | None = None) -> GenerateOutput:
   """Encoder once, cross-attention K/V once, the prompt prefill, then the search over a
@@ -368,8 +398,10 @@ def _generate_impl(model, s: GenerationSettings, params, inputs: dict, rng: Arra
   cross_kv = model.apply({"params": params}, encoder_hidden_states=enc.last_hidden_state,
                          method="cross_kv")
 
+  step_params = head_layout_params(params, model.config.decoder.vocab_size)
+
   def tokens_to_logits(tokens: Array, cache) -> tuple[Array, Any]:
-    out, mutated = model.apply({"params": params, "cache": cache}, decoder_input_ids=tokens,
+    out, mutated = model.apply({"params": step_params(), "cache": cache}, decoder_input_ids=tokens,
                                cross_kv=cross_kv, encoder_attention_mask=encoder_mask,
                                decode=True, method="decode", mutable=["cache"])
     return out.logits[:, -1].astype(jnp.float32), mutated["cache"]  # [n, vocab]

@@ -183,10 +183,19 @@ def gather_beams(nested, beam_indices: Array):
   return jax.tree_util.tree_map(gather, nested)
 
 
+CACHE_ROW_GATHER = True  # off: take_along_axis on [batch, beams, ...] (benchmarks compare both)
+
+
 def gather_cache_beams(cache, beam_indices: Array):
   """A decode cache with rows [batch * beams, ...] -> the rows of beams `beam_indices` [batch,
   beams] (the parent of each new running beam); scalar leaves (cache indices) are shared."""
   batch, beams = beam_indices.shape
+  if CACHE_ROW_GATHER:
+    rows = (beam_indices + (jnp.arange(batch) * beams)[:, None]).reshape(-1)  # [batch * beams]
+
+    def take_rows(x):  # whole contiguous rows [max_len, heads, head_dim]: a row-wise copy
+      return x if x.ndim == 0 else jnp.take(x, rows, axis=0, mode="promise_in_bounds")
+    return jax.tree_util.tree_map(take_rows, cache)
 
   def gather(x):
     if x.ndim == 0:

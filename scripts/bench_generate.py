@@ -13,6 +13,7 @@ whether the sequences are identical to transformers PyTorch, and batch-1 greedy 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import statistics
 import sys
@@ -58,6 +59,9 @@ def main() -> None:
   parser.add_argument("--new_tokens", type=int, default=64)
   parser.add_argument("--repeats", type=int, default=2)
   parser.add_argument("--skip_flax", action="store_true", help="skip transformers Flax")
+  parser.add_argument("--ablate", action="store_true",
+                      help="also time edjax with each decode-path change off (same run) and "
+                           "with attention_impl='xla'")
   args = parser.parse_args()
 
   import jax
@@ -89,6 +93,9 @@ def main() -> None:
 
   def run_edjax():
     return np.asarray(edjax.generate(model, params, ids, mask, **gen).sequences)
+  def run_variant(impl):
+    return np.asarray(edjax.generate(model, params, ids, mask, attention_impl=impl,
+                                     **gen).sequences)
   ours, first, warm = timed(run_edjax, args.repeats)
   rows.append(("edjax (jit, static cache)", first, warm))
 
@@ -120,6 +127,24 @@ def main() -> None:
   for name, first, warm in rows:
     print(f"| {name} | {first:.2f} | {warm:.2f} | {warm / base['edjax (jit, static cache)']:.2f}x |")
   print(f"\nsequences identical to transformers PyTorch: {same}; transformers Flax: {flax_note}")
+
+  if args.ablate:  # what each decode-path change buys, measured in this run
+    from edjax import generation, generation_processors
+    print("\n| edjax variant | warm (s) | sequences identical |\n|---|---:|---|")
+    variants = [("as shipped", None, None),
+                ("tied head table as stored", (generation, "HEAD_LAYOUT"), None),
+                ("cache reorder by take_along_axis", (generation_processors, "CACHE_ROW_GATHER"),
+                 None),
+                ("attention_impl='xla'", None, "xla")]
+    for name, switch, impl in variants:
+      if switch is not None:  # module switches are read at trace time: retrace with it off
+        setattr(*switch, False)
+      jax.clear_caches()
+      seqs, _, warm = timed(functools.partial(run_variant, impl), 1)
+      if switch is not None:
+        setattr(*switch, True)
+      print(f"| {name} | {warm:.2f} | {np.array_equal(seqs, ours)} |")
+    jax.clear_caches()
 
   # Batch-1 greedy latency (a single interactive request).
   gen1 = dict(gen, num_beams=1)

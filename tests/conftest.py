@@ -14,6 +14,18 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+# JAX's persistent compilation cache, shared by the xdist workers and the subprocesses the
+# tests start (they inherit the environment): many tests compile the same tiny programs (the
+# smoke configs' train / eval / generate steps), and a cache hit skips XLA entirely. The size
+# cap turns on jax's file lock around reads and writes, so parallel workers never read a
+# half-written entry. Compiled code is the same with or without it; EDJAX_TEST_JAX_CACHE=0
+# turns it off, JAX_COMPILATION_CACHE_DIR moves it.
+if os.environ.get("EDJAX_TEST_JAX_CACHE", "1") != "0":
+  os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(REPO, ".cache", "jax-tests"))
+  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
+  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+  os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(4 << 30))
+
 import pytest  # noqa: E402
 
 # Tiers (`make test-fast` runs `-m "not slow"`, `make parity` runs `-m parity`). A module is

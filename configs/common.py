@@ -41,7 +41,11 @@ def get_base_config() -> ml_collections.ConfigDict:
 
   c.optimizer = ml_collections.ConfigDict(dict(
       learning_rate=5e-5, warmup_steps=100, decay="linear", weight_decay=0.01, b1=0.9,
-      b2=0.999, eps=1e-8, max_grad_norm=1.0))
+      b2=0.999, eps=1e-8, max_grad_norm=1.0,
+      name="adamw"))  # or 'adafactor' (edjax.train.optimizer)
+  c.freeze = ()  # regexes of '/'-joined param paths held fixed, e.g. ('encoder/.*',)
+  c.profile_steps = ()  # (start, stop): a jax.profiler trace of those steps in workdir/profile
+  c.peak_flops = 0.0  # device peak FLOP/s for train/mfu; 0 = edjax.train.flops's table
   c.checkpoint = ml_collections.ConfigDict(dict(max_to_keep=3, async_save=True))
 
   c.model = ml_collections.ConfigDict(dict(
@@ -53,6 +57,10 @@ def get_base_config() -> ml_collections.ConfigDict:
       decoder_config=ml_collections.ConfigDict(),
       encoder_overrides=ml_collections.ConfigDict(),  # e.g. hidden_dropout_prob
       decoder_overrides=ml_collections.ConfigDict(),
+      # How both parts run (edjax.model_configs.RUNTIME_FIELDS): the numbers are the same.
+      scan_layers=False,  # layers under nn.scan: params [layers, ...], faster compiles
+      remat="none",  # 'full' or a jax.checkpoint_policies name: recompute in the backward pass
+      attention_impl="einsum",
   ))
   # The dataset's own defaults (one layer: edjax.data declares them), plus the tokenizers and the
   # tsv keys so `--config.data.name=tsv --config.data.tsv_train=...` works on any recipe.

@@ -31,7 +31,7 @@ import numpy as np
 
 from edjax import convert
 from edjax.convert import identity, linear_rules, norm_rules, oihw_to_hwio, rule
-from edjax.model_configs import HFConfig, HFLayerNames
+from edjax.model_configs import ConfigError, HFConfig, HFLayerNames
 from edjax.models import layers, registry, vit
 from edjax.models.outputs import ModelOutput
 
@@ -223,6 +223,9 @@ class BeitModel(nn.Module):
                output_hidden_states: bool = False, output_attentions: bool = False) -> ModelOutput:
     """pixel_values [batch, C, H, W] -> last_hidden_state [batch, 1 + patches, hidden]."""
     cfg = self.config
+    if cfg.scan_layers:
+      raise ConfigError("scan_layers=True is not supported for the beit encoder; set "
+                        "scan_layers=False for it (remat works)")
     vit.check_pixel_values(cfg, pixel_values)
     x = BeitEmbeddings(cfg, self.dtype, name="embeddings")(pixel_values, deterministic)
     # x: [batch, 1 + patches, hidden]
@@ -230,11 +233,13 @@ class BeitModel(nn.Module):
     if cfg.use_shared_relative_position_bias:
       shared = RelativePositionBias(cfg, name="relative_position_bias")()
     rates = np.linspace(0.0, cfg.drop_path_rate, cfg.num_hidden_layers)
+    # config.remat: each layer under nn.remat (deterministic is static).
+    layer = layers.remat_module(BeitLayer, cfg.remat, static_argnums=(3,))
     hidden_states, attentions = [], []
     for i in range(cfg.num_hidden_layers):
       if output_hidden_states:
         hidden_states.append(x)
-      x, probs = BeitLayer(cfg, float(rates[i]), self.dtype, name=f"layers_{i}")(
+      x, probs = layer(cfg, float(rates[i]), self.dtype, name=f"layers_{i}")(
           x, shared, deterministic)
       attentions.append(probs)
     if output_hidden_states:

@@ -436,8 +436,10 @@ class SwinStage(nn.Module):
 
   def setup(self):
     cfg = self.config
-    self.blocks = [SwinLayer(cfg, self.stage, 0 if i % 2 == 0 else cfg.window_size // 2,
-                             rate, self.dtype) for i, rate in enumerate(self.drop_path_rates)]
+    # config.remat: each block under nn.remat (dims and deterministic are static).
+    block = layers.remat_module(SwinLayer, cfg.remat, static_argnums=(2, 3))
+    self.blocks = [block(cfg, self.stage, 0 if i % 2 == 0 else cfg.window_size // 2,
+                         rate, self.dtype) for i, rate in enumerate(self.drop_path_rates)]
     if self.stage < len(cfg.depths) - 1:
       self.downsample = SwinPatchMerging(cfg.stage_dim(self.stage), cfg.initializer_range,
                                          self.dtype)
@@ -461,6 +463,9 @@ class SwinEncoder(nn.Module):
 
   def setup(self):
     cfg, rates = self.config, self.config.drop_path_rates()
+    if cfg.scan_layers:
+      raise ConfigError(f"scan_layers=True is not supported for the {cfg.model_type} encoder "
+                        "(its stages differ in shape); set scan_layers=False for it (remat works)")
     starts = np.cumsum((0,) + tuple(cfg.depths))
     self.layers = [SwinStage(cfg, i, tuple(rates[starts[i]:starts[i + 1]]), self.dtype)
                    for i in range(len(cfg.depths))]

@@ -36,8 +36,9 @@ import optax
 import edjax
 from edjax import data as data_lib
 from edjax import fileio
-from edjax.model_configs import (ConfigError, EncoderDecoderConfig, config_from_dict, join_configs,
-                                  load_config_file)
+from edjax.model_configs import (RUNTIME_FIELDS, ConfigError, EncoderDecoderConfig,
+                                  config_from_dict, join_configs, load_config_file,
+                                  with_runtime_options)
 from edjax.models.encoder_decoder import model_for_config
 from edjax.pretrained import resolve_path
 from edjax.processing.images import ImageProcessor
@@ -154,11 +155,18 @@ def random_init_config(config) -> EncoderDecoderConfig | None:
   return join_configs(enc, dec, tie_encoder_decoder=m.tie_encoder_decoder)
 
 
+def model_runtime_options(config) -> dict:
+  """config.model's scan_layers / remat / attention_impl, for both parts of every model built."""
+  return {k: config.model.get(k) for k in RUNTIME_FIELDS if config.model.get(k) is not None}
+
+
 def warm_start(config, ids: dict, dtype):
   """(model, params): `from_encoder_decoder_pretrained(model.encoder, model.decoder)`; a part
   given by its config alone (e.g. a small image encoder) starts from random weights."""
   m = config.model
-  kwargs = {**{f"encoder_{k}": v for k, v in m.encoder_overrides.items()},
+  runtime = model_runtime_options(config)
+  kwargs = {**{f"{part}_{k}": v for part in ("encoder", "decoder") for k, v in runtime.items()},
+            **{f"encoder_{k}": v for k, v in m.encoder_overrides.items()},
             **{f"decoder_{k}": v for k, v in m.decoder_overrides.items()}, **ids}
   enc = config_from_dict(m.encoder_config.to_dict()) if m.encoder_config else m.encoder
   dec = config_from_dict(m.decoder_config.to_dict()) if m.decoder_config else m.decoder
@@ -247,13 +255,15 @@ def start_training(config, ids: dict, dtype, optimizer, mesh, rules, ckpt: ckpt_
   random_config = random_init_config(config)
   params_fn: Callable[[], Any]
   if config.init_from and not from_run:  # 2. an HF dir or an edjax export
-    model, params = edjax.from_pretrained(config.init_from, dtype=dtype)
+    model, params = edjax.from_pretrained(config.init_from, dtype=dtype,
+                                          **model_runtime_options(config))
     params_fn = lambda: params  # noqa: E731
   elif random_config is None:  # 3. warm start
     model, params = warm_start(config, ids, dtype)
     params_fn = lambda: params  # noqa: E731
   else:  # 4. random init
-    model = model_for_config(random_config.replace(**ids), dtype=dtype)
+    model = model_for_config(with_runtime_options(random_config.replace(**ids),
+                                                  **model_runtime_options(config)), dtype=dtype)
     params_fn = lambda: model.init(config.seed)  # noqa: E731
   layout = state_layout(model, optimizer, mesh, rules)
 

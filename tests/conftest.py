@@ -40,6 +40,7 @@ SLOW_MODULES = {"test_train", "test_predict", "test_vision_train", "test_study",
 SLOW_MODULES |= {"test_packing"}  # tiny models compiled per pair + two WikiSplit runs
 SLOW_MODULES |= {"test_pod"}  # multi-process and preempted runs in subprocesses
 SLOW_MODULES |= {"test_attention_impl"}  # xla vs einsum: grads + generate, every family
+SLOW_MODULES |= {"test_scan_remat"}  # scanned / remat models compiled per pair + two trainer runs
 
 
 # The parity tests that stay in the fast tier: one logits comparison per family shape (the full

@@ -41,6 +41,7 @@ SLOW_MODULES |= {"test_packing"}  # tiny models compiled per pair + two WikiSpli
 SLOW_MODULES |= {"test_pod"}  # multi-process and preempted runs in subprocesses
 SLOW_MODULES |= {"test_attention_impl"}  # xla vs einsum: grads + generate, every family
 SLOW_MODULES |= {"test_scan_remat"}  # scanned / remat models compiled per pair + two trainer runs
+SLOW_MODULES |= {"test_first_run"}  # two smoke runs + CLI subprocesses (minutes on 2 cores)
 
 
 # The parity tests that stay in the fast tier: one logits comparison per family shape (the full

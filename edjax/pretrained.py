@@ -31,6 +31,11 @@ GENERATION_CONFIG_FILE = "generation_config.json"
 SPECIAL_TOKEN_KEYS = ("decoder_start_token_id", "bos_token_id", "eos_token_id", "pad_token_id")
 
 
+class PathNotFoundError(ConfigError, FileNotFoundError):
+  """A checkpoint / tokenizer directory that is not there: a user's mistake (one line in the
+  mains), and still a FileNotFoundError for callers that catch that."""
+
+
 def resolve_path(path: str, what: str = "checkpoint directory") -> str:
   """A local HF-format directory, or a hub id downloaded when the hub can be reached. `what`
   names it in the errors ("checkpoint directory", "tokenizer directory", ...)."""
@@ -39,9 +44,9 @@ def resolve_path(path: str, what: str = "checkpoint directory") -> str:
     return path
   if os.path.exists(path):
     wants = "config.json" if what == "checkpoint directory" else "its files"
-    raise FileNotFoundError(f"{path} is a file; pass the {what} that holds {wants}")
+    raise PathNotFoundError(f"{path} is a file; pass the {what} that holds {wants}")
   if path.startswith((".", "/", "~")) or path.count("/") > 1:
-    raise FileNotFoundError(f"{what} {path} does not exist")
+    raise PathNotFoundError(f"{what} {path} does not exist")
   try:
     from huggingface_hub import snapshot_download
     return snapshot_download(path, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model"])

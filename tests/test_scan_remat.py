@@ -265,6 +265,11 @@ def _smoke(**model_options):
   config = importlib.import_module("configs.bert2bert").get_config("smoke")
   config.total_steps, config.log_every_steps, config.eval_every_steps = 6, 1, 100
   config.checkpoint_every_steps = 6
+  # Dropout off: a scan splits the dropout RNG per layer, so its masks (not their distribution)
+  # differ from the unscanned stack's.
+  no_dropout = dict(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+  config.model.encoder_overrides.update(no_dropout)
+  config.model.decoder_overrides.update(no_dropout)
   config.model.update(model_options)
   return config
 

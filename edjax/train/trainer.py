@@ -207,13 +207,14 @@ class StateLayout:
 
 def state_layout(model, optimizer, mesh, rules) -> StateLayout:
   """Params sharded by their logical axes and the rules; optimizer moments like their params;
-  step, RNG and optimizer counters replicated. Params are float32 whatever the compute dtype."""
+  step, RNG, optimizer counters and factored moments replicated. Params are float32 whatever
+  the compute dtype."""
   shapes = model.param_shapes()
   param_sh = partitioning.param_shardings(model.logical_axes(), shapes, mesh, rules)
   rep = partitioning.replicated(mesh)
   opt_shapes = jax.eval_shape(optimizer.init, shapes)
-  opt_sh = optax.tree_map_params(optimizer, lambda _, s: s, opt_shapes, param_sh,
-                                 transform_non_params=lambda _: rep)
+  # moments shaped like their param sharded like it; Adafactor's factored ones replicated
+  opt_sh = opt_lib.state_shardings(opt_shapes, param_sh, shapes, rep)
   struct = lambda dtype: (lambda s, sh: jax.ShapeDtypeStruct(s.shape, dtype or s.dtype,  # noqa: E731
                                                               sharding=sh))
   abstract = dict(step=jax.ShapeDtypeStruct((), jnp.int32, sharding=rep),
@@ -469,7 +470,8 @@ def _train_and_evaluate(config, workdir: str, mesh, guard: preemption.Preemption
 
   # --- model, sharding, checkpoint: where training starts (see start_training)
   dtype = jnp.bfloat16 if config.compute_dtype == "bfloat16" else jnp.float32
-  optimizer = opt_lib.make_optimizer(config.optimizer, config.total_steps)
+  optimizer = opt_lib.make_optimizer(config.optimizer, config.total_steps,
+                                     config.get("freeze", ()))
   ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
                                config.checkpoint.max_to_keep, config.checkpoint.async_save)
   try:

@@ -41,3 +41,29 @@ def test_peak_flops_table():
   assert flops.peak_flops("cpu") is None
   assert flops.mfu(1e12, 2.0, 4, 1e12) == pytest.approx(0.5)
   assert flops.mfu(1e12, 2.0, 4, None) is None
+
+
+def test_trainer_logs_throughput_mfu_and_writes_a_profile(tmp_path):
+  import json
+  import os
+
+  from configs import bert2bert
+  from edjax.train import trainer
+
+  config = bert2bert.get_config("smoke")
+  config.total_steps, config.log_every_steps = 4, 2
+  config.checkpoint_every_steps = config.eval_every_steps = 4
+  config.profile_steps = (1, 3)
+  config.peak_flops = 1e12  # CPU has no table entry: the override gives an MFU
+  workdir = str(tmp_path / "run")
+  trainer.train_and_evaluate(config, workdir)
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    rows = [json.loads(line) for line in f]
+  train_rows = [r for r in rows if "train/loss" in r]
+  assert train_rows
+  for r in train_rows:
+    assert r["train/real_tokens_per_sec"] > 0
+    assert 0 < r["train/mfu"] < 1
+  traces = [os.path.join(d, f) for d, _, fs in os.walk(os.path.join(workdir, "profile"))
+            for f in fs if f.endswith(".xplane.pb")]
+  assert traces and os.path.getsize(traces[0]) > 0

@@ -79,3 +79,14 @@ def mfu(flops_per_step: float, steps_per_sec: float, num_devices: int,
   if not peak:
     return None
   return flops_per_step * steps_per_sec / (peak * num_devices)
+
+
+def batch_train_step_flops(model_config, global_batch_size: int, host_batch: dict) -> float | None:
+  """train_step_flops for a text batch ({input_ids, labels, ...}: lengths from their shapes);
+  None where the count does not apply (an image encoder, a config without layer sizes)."""
+  enc = getattr(model_config, "encoder", None)
+  if "input_ids" not in host_batch or not hasattr(enc, "num_hidden_layers") or not hasattr(
+      getattr(model_config, "decoder", None), "vocab_size"):
+    return None
+  return train_step_flops(model_config, global_batch_size, host_batch["input_ids"].shape[1],
+                          host_batch["labels"].shape[1])

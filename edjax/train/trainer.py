@@ -45,6 +45,7 @@ from edjax.processing.images import ImageProcessor
 from edjax.processing.tokenizers import TOKENIZER_FILES, Tokenizer
 from edjax.train import checkpoint as ckpt_lib
 from edjax.train import evaluate as eval_lib
+from edjax.train import flops as flops_lib
 from edjax.train import optimizer as opt_lib
 from edjax.train import distributed, partitioning, writers
 from edjax.train import preemption
@@ -531,9 +532,18 @@ def _train_and_evaluate(config, workdir: str, mesh, guard: preemption.Preemption
   if start_step:  # a resumed run goes on with the log window its checkpoint was saved in
     window, window_tokens, window_slots = (ckpt.read_meta(start_step) or {}).get(
         "log_window", (window, window_tokens, window_slots))
+  profile_steps = tuple(config.get("profile_steps", ()) or ())  # (start, stop) or off
+  profiling, step_flops = False, None
+  peak = config.get("peak_flops", 0.0) or flops_lib.peak_flops(jax.devices()[0].device_kind,
+                                                               config.compute_dtype)
   for step in range(start_step, config.total_steps):
     host_batch = train_stream.batch(step)
     window_slots += host_batch["labels"].size * jax.process_count()  # target slots, all hosts
+    if step == start_step:
+      step_flops = flops_lib.batch_train_step_flops(model.config, config.batch_size, host_batch)
+    if is_main and profile_steps and step == profile_steps[0]:
+      jax.profiler.start_trace(os.path.join(workdir, "profile"))  # TensorBoard's profile plugin
+      profiling = True
     if step == start_step:
       log.info("compiling the train step (the first step includes it)")
       t_first = time.monotonic()
@@ -548,14 +558,24 @@ def _train_and_evaluate(config, workdir: str, mesh, guard: preemption.Preemption
     window.append(loss)
     window_tokens += int(step_metrics["tokens"])
     done = step + 1
+    if profiling and done >= profile_steps[1]:
+      jax.profiler.stop_trace()
+      profiling = False
+      log.info("wrote a profile of steps %d-%d to %s", profile_steps[0], done,
+               os.path.join(workdir, "profile"))
     report_progress(done)
     if done % config.log_every_steps == 0 or done == config.total_steps:
       now = time.monotonic()
+      seconds = max(now - window_start, 1e-9)
+      throughput = {"train/real_tokens_per_sec": window_tokens / seconds}  # non-pad targets
+      step_mfu = flops_lib.mfu(step_flops or 0.0, len(window) / seconds, jax.device_count(), peak)
+      if step_flops and step_mfu is not None:
+        throughput["train/mfu"] = step_mfu
       metrics_writer.write_scalars(done, {
           "train/loss": float(np.mean(window)), "train/grad_norm": grad_norm,
           "train/learning_rate": float(schedule(done)),
           "train/tokens_per_sec": window_tokens / max(now - window_start, 1e-9),
-          "train/real_token_fraction": window_tokens / max(window_slots, 1)})
+          "train/real_token_fraction": window_tokens / max(window_slots, 1), **throughput})
       window, window_tokens, window_slots, window_start = [], 0, 0, now
     preemption.send_test_signal(config.get("test_signal"), done)
     decision = guard.decide(done, ckpt.manager)  # a preemption notice, a time-based save
@@ -576,6 +596,8 @@ def _train_and_evaluate(config, workdir: str, mesh, guard: preemption.Preemption
       ckpt.close()
       metrics_writer.close()
       raise preemption.TrainingPreempted(done, decision.reason, ckpt.directory)
+  if profiling:  # the window ran past total_steps
+    jax.profiler.stop_trace()
   if start_step >= config.total_steps and not final:  # a finished run only re-evaluates
     run_eval(start_step)
   if config.export_hf:

@@ -39,6 +39,7 @@ SLOW_MODULES = {"test_train", "test_predict", "test_vision_train", "test_study",
                 "test_text_zoo_train", "test_reliability", "test_generate_controls"}
 SLOW_MODULES |= {"test_packing"}  # tiny models compiled per pair + two WikiSplit runs
 SLOW_MODULES |= {"test_pod"}  # multi-process and preempted runs in subprocesses
+SLOW_MODULES |= {"test_optim_controls", "test_flops_profile"}  # smoke-model steps and a trainer run
 SLOW_MODULES |= {"test_attention_impl"}  # xla vs einsum: grads + generate, every family
 SLOW_MODULES |= {"test_scan_remat"}  # scanned / remat models compiled per pair + two trainer runs
 SLOW_MODULES |= {"test_first_run"}  # two smoke runs + CLI subprocesses (minutes on 2 cores)

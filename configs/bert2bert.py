@@ -11,6 +11,8 @@ variants:
   cnn_dailymail  the paper / HF recipe for pods: bert-base-uncased, tfds cnn_dailymail,
                512 in / 128 out, beam 4, length_penalty 2.0, no_repeat_ngram_size 3,
                min_length 56, max_length 142.
+  cnn_dailymail_shape  cnn_dailymail's shapes with BERT-base (12 x 768) given by config dicts
+               (random init, no checkpoint): for scripts/plan_memory.py and the device bench.
 """
 
 from configs import common
@@ -19,6 +21,10 @@ from edjax.resources import minilm_dir
 TINY_BERT = dict(model_type="bert", vocab_size=30522, hidden_size=32, num_hidden_layers=2,
                  num_attention_heads=4, intermediate_size=64, max_position_embeddings=128,
                  hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)
+
+
+BERT_BASE = dict(model_type="bert", vocab_size=30522, hidden_size=768, num_hidden_layers=12,
+                 num_attention_heads=12, intermediate_size=3072, max_position_embeddings=512)
 
 
 def get_config(variant: str = "default"):
@@ -50,7 +56,7 @@ def get_config(variant: str = "default"):
   elif variant == "smoke":
     common.make_smoke(c, TINY_BERT, TINY_BERT, total_steps=6)
     c.checkpoint_every_steps = 3
-  elif variant == "cnn_dailymail":
+  elif variant in ("cnn_dailymail", "cnn_dailymail_shape"):
     c.model.encoder = c.model.decoder = "bert-base-uncased"
     c.data.tokenizer = "bert-base-uncased"
     c.data.name = "cnn_dailymail"
@@ -70,7 +76,11 @@ def get_config(variant: str = "default"):
     c.eval.update(dict(batch_size=64, num_generate=1000, num_beams=4, length_penalty=2.0,
                        no_repeat_ngram_size=3, min_length=56, max_length=142,
                        early_stopping=True, metrics=("rouge",)))
+    if variant == "cnn_dailymail_shape":
+      c.model.encoder = c.model.decoder = ""
+      c.model.encoder_config = dict(BERT_BASE)
+      c.model.decoder_config = dict(BERT_BASE)
   else:
     raise ValueError(f"unknown variant {variant!r} of configs/bert2bert.py: use default, smoke, "
-                     "random_init, share or cnn_dailymail")
+                     "random_init, share, cnn_dailymail or cnn_dailymail_shape")
   return c

@@ -355,7 +355,10 @@ def prefill_prompt(tokens_to_logits: TokensToLogits, cache, prompt: DecoderPromp
       lambda x: x - rewind.astype(x.dtype) if jnp.issubdtype(x.dtype, jnp.integer) else x, cache)
 
 
-HEAD_LAYOUT = True  # off: the decode step reads the params as stored (benchmarks compare both)
+# Off by default: on the loaded 2-core AMD EPYC (README, issue #14 table) generate was slower with
+# it in both runs that compared (54.0 -> 61.4 s; 15.8 vs 29.4 / 22.9 s); bench_generate --ablate
+# times it on. Off: the decode step reads the params as stored.
+HEAD_LAYOUT = False
 
 
 def head_layout_params(params, vocab: int) -> Callable[[], Any]:

@@ -424,7 +424,7 @@ def _cache_from_storage(cache, num_layers: int):
   """Inverse of `_cache_to_storage`."""
   def from_storage(path, x):
     if path[-1].key == "cache_index":
-      return jnp.broadcast_to(x, (num_layers,))
+      return jnp.full((num_layers,), x, x.dtype)
     return jnp.moveaxis(x, 2, 0)
   return jax.tree_util.tree_map_with_path(from_storage, cache)
 
@@ -445,7 +445,7 @@ def scanned_layers(config: BlockConfig, num_layers: int):
       "__call__": dict(in_axes=(0,) + broadcast, **scan_kwargs),
       "project_cross_kv": dict(in_axes=(nn.broadcast,), **scan_kwargs)})
   return nn.map_variables(scanned, "cache", trans_in_fn=lambda c: _cache_from_storage(c, num_layers),
-                          trans_out_fn=_cache_to_storage, init=True, mutable=True)
+                          trans_out_fn=_cache_to_storage, mutable=True)
 
 
 class TransformerStack(nn.Module):

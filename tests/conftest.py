@@ -42,6 +42,7 @@ SLOW_MODULES |= {"test_pod"}  # multi-process and preempted runs in subprocesses
 SLOW_MODULES |= {"test_optim_controls", "test_flops_profile"}  # smoke-model steps and a trainer run
 SLOW_MODULES |= {"test_attention_impl"}  # xla vs einsum: grads + generate, every family
 SLOW_MODULES |= {"test_scan_remat"}  # scanned / remat models compiled per pair + two trainer runs
+SLOW_MODULES |= {"test_plan_memory"}  # compiles a sharded train step in a subprocess
 SLOW_MODULES |= {"test_first_run"}  # two smoke runs + CLI subprocesses (minutes on 2 cores)
 
 

@@ -83,8 +83,9 @@ HELP = {
 
 def _define_generation_flags() -> None:
   """One flag per generation setting, typed by its GenerationSettings field (None = unset):
-  bool | str (early_stopping) -> true / false / never, bool, float, else integer (one id for
-  the tuple-valued eos / forced eos, as HF takes one)."""
+  bool | str (early_stopping) -> true / false / never, bool, float, a tuple of ids (eos, forced
+  eos, suppress_tokens, begin_suppress_tokens) -> a comma-separated list, bad_words_ids -> id
+  sequences separated by commas, ids within one by spaces ("1037 2003,2023"), else integer."""
   types = {HF_KEYWORDS.get(f.name, f.name): str(f.type) for f in dataclasses.fields(GenerationSettings)}
   for name in SETTING_NAMES:
     kind, text = types.get(name, "int"), HELP.get(name, f"edjax.generate's {name}.")
@@ -94,8 +95,31 @@ def _define_generation_flags() -> None:
       flags.DEFINE_boolean(name, None, text)
     elif kind == "float":
       flags.DEFINE_float(name, None, text)
+    elif kind.startswith("tuple[tuple["):
+      flags.DEFINE_string(name, None, text + ' Id sequences: "1037 2003,2023".')
+    elif kind.startswith("tuple[int"):
+      flags.DEFINE_list(name, None, text + " Comma-separated ids.")
     else:
       flags.DEFINE_integer(name, None, text)
+
+
+def _ids(name: str, items) -> tuple[int, ...]:
+  try:
+    return tuple(int(i) for i in items)
+  except ValueError:
+    raise ConfigError(f"--{name}={','.join(map(str, items))!r}: use integer token ids") from None
+
+
+def _flag_value(name: str, value):
+  """A set flag's value as the `edjax.generate` keyword takes it."""
+  if name == "bad_words_ids":
+    seqs = [seq.split() for seq in value.split(",") if seq.strip()]
+    return tuple(_ids(name, seq) for seq in seqs)
+  if isinstance(value, list):
+    return _ids(name, value)
+  if isinstance(value, str):
+    return {"true": True, "false": False}.get(value, value)
+  return value
 
 
 _define_generation_flags()
@@ -107,7 +131,7 @@ def generation_kwargs() -> dict:
   for name in SETTING_NAMES:
     value = getattr(FLAGS, name)
     if value is not None:
-      out[name] = {"true": True, "false": False}.get(value, value) if isinstance(value, str) else value
+      out[name] = _flag_value(name, value)
   return out
 
 

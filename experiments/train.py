@@ -12,6 +12,7 @@ SIGTERM (or a first Ctrl-C) saves a checkpoint at the current step, prints one l
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sys
@@ -28,6 +29,7 @@ from edjax.train.trainer import train_and_evaluate
 from edjax.train.workdir import TrainingError
 
 USER_ERRORS = (ConfigError, CheckpointError, TrainingError)  # the message says what to do
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)  # a full disk (or quota) is the user's to fix
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "configs/<name>.py[:variant]", lock_config=True)
@@ -53,6 +55,13 @@ def main(argv):
     if os.environ.get("EDJAX_DEBUG") == "1":
       raise
     print(f"error: {e}", file=sys.stderr)
+    sys.exit(1)
+  except OSError as e:
+    if e.errno not in DISK_FULL or os.environ.get("EDJAX_DEBUG") == "1":
+      raise
+    print(f"error: the disk is full ({e.strerror}) while writing "
+          f"{e.filename or FLAGS.workdir}: free space, lower checkpoint.max_to_keep, or point "
+          "--workdir at a bigger disk, then rerun the same command to resume", file=sys.stderr)
     sys.exit(1)
   except TrainingPreempted as e:  # saved; the scheduler sees a SIGTERM'd process (143)
     print(f"{e}", file=sys.stderr)

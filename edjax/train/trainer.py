@@ -532,7 +532,7 @@ def _train_and_evaluate(config, workdir: str, mesh, guard: preemption.Preemption
       metrics_writer.write_scalars(done, {
           "train/loss": float(np.mean(window)), "train/grad_norm": grad_norm,
           "train/learning_rate": float(schedule(done)),
-          "train/tokens_per_sec": window_tokens / max(now - window_start, 1e-9),
+          "train/tokens_per_sec": window_slots / seconds,  # target slots, pads included
           "train/real_token_fraction": window_tokens / max(window_slots, 1), **throughput})
       window, window_tokens, window_slots, window_start = [], 0, 0, now
     preemption.send_test_signal(config.get("test_signal"), done)

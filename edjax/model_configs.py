@@ -126,6 +126,11 @@ class HFConfig:
   def dropout_rate(self) -> float:
     raise NotImplementedError
 
+  def lm_head_flops(self, length: int) -> float:
+    """Matmul FLOPs of the causal-LM head over `length` positions: the vocabulary projection
+    (hidden -> vocab). Families whose head has a transform first (BERT's dense) override it."""
+    return 2.0 * length * self.hidden_size * self.vocab_size
+
 
 class HFLayerNames:
   """Uniform accessors for configs that use HF's num_hidden_layers / num_attention_heads names."""

@@ -39,22 +39,6 @@ def matmul_peak_gflops(n: int = 2048, repeats: int = 5) -> float:
   return 2 * n ** 3 / best / 1e9
 
 
-def train_flops(enc, dec, batch: int, src: int, tgt: int) -> float:
-  """3 x forward matmul FLOPs (forward + backward) of a BERT2BERT step, attention included."""
-  h, f, v = dec.hidden_size, dec.intermediate_size, dec.vocab_size
-  e_h, e_f = enc.hidden_size, enc.intermediate_size
-  s_tok, t_tok = batch * src, batch * tgt
-  fwd = 0.0
-  fwd += enc.num_hidden_layers * 2 * s_tok * (4 * e_h * e_h + 2 * e_h * e_f)  # encoder layers
-  fwd += enc.num_hidden_layers * 2 * 2 * batch * src * src * e_h  # encoder attention
-  layers = dec.num_hidden_layers
-  fwd += layers * 2 * t_tok * (4 * h * h + 2 * h * h + 2 * h * f)  # self qkvo, cross q+o, mlp
-  fwd += layers * 2 * s_tok * 2 * h * e_h  # cross-attention K, V from the encoder states
-  fwd += layers * 2 * 2 * batch * tgt * (tgt + src) * h  # decoder self + cross attention
-  fwd += 2 * t_tok * (h * h + h * v)  # LM head transform + vocab projection
-  return 3 * fwd
-
-
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--batch", type=int, default=16)
@@ -73,6 +57,7 @@ def main() -> None:
   import transformers
 
   import edjax
+  from edjax.train import flops as flops_lib
   from configs import bert2bert
   from edjax.train import optimizer as opt_lib
   from edjax.train import trainer
@@ -92,8 +77,7 @@ def main() -> None:
   batch = dict(input_ids=ids, attention_mask=np.ones_like(ids), labels=labels,
                decoder_attention_mask=np.ones_like(labels))
   tokens = args.batch * (args.src_len + args.tgt_len)
-  flops = train_flops(model.config.encoder, model.config.decoder, args.batch, args.src_len,
-                      args.tgt_len)
+  flops = flops_lib.train_step_flops(model.config, args.batch, args.src_len, args.tgt_len)
   peak = matmul_peak_gflops()
   print(f"# train step: MiniLM bert2bert, batch {args.batch} x ({args.src_len} in, {args.tgt_len} "
         f"out), AdamW, {args.dtype}; {flops / 1e9:.1f} GFLOP per step; jit fp32 matmul peak "

@@ -70,7 +70,7 @@ def test_cli_writes_jsonl(checkpoint, tmp_path):
 @pytest.mark.parametrize("content,fragment", [
     (b"one\n\nthree\n", "line 2 is empty"),
     (b"", "has no lines"),
-    (b"\xff\xfe bad utf-8\n", "cannot read"),
+    (b"\xff\xfe bad utf-8\n", r"line 1: invalid UTF-8 \(byte 0.*save the file as UTF-8"),
 ])
 def test_bad_input_files_give_clear_errors(tmp_path, content, fragment):
   path = tmp_path / "in.txt"

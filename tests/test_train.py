@@ -235,6 +235,7 @@ def test_corrupt_latest_checkpoint_falls_back_to_the_previous(tmp_path, caplog):
   workdir = str(tmp_path / "ckpt")
   config = smoke_config(checkpoint_every_steps=3, eval_every_steps=100, log_every_steps=1)
   train_lib.train_and_evaluate(config, workdir)
+  first_end = [r for r in read_metrics(workdir) if r.get("step") == 6][-1]["wall_time"]
   latest = os.path.join(workdir, "checkpoints", "6")
   for root, _, files in os.walk(os.path.join(latest, "state")):
     for name in files:
@@ -245,9 +246,11 @@ def test_corrupt_latest_checkpoint_falls_back_to_the_previous(tmp_path, caplog):
   with caplog.at_level("WARNING"):
     train_lib.train_and_evaluate(longer, workdir)
   assert "could not be restored" in caplog.text
-  # Resumed from step 3: steps 4-6 were trained again and logged a second time.
-  steps = [r["step"] for r in read_metrics(workdir) if "train/loss" in r]
-  assert steps == [1, 2, 3, 4, 5, 6, 4, 5, 6]
+  # Resumed from step 3: steps 4-6 were trained again; their first rows were dropped, so each
+  # step is logged once and rows 4-6 are the second run's.
+  rows = [r for r in read_metrics(workdir) if "train/loss" in r]
+  assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]
+  assert all(r["wall_time"] > first_end for r in rows[3:]), rows
 
 
 def test_misspelled_config_key_is_rejected_by_the_cli(tmp_path):

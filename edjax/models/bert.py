@@ -67,6 +67,10 @@ class BertConfig(HFLayerNames, HFConfig):
     """RoBERTa's positions count real tokens from padding_idx + 1; BERT's are 0-based."""
     return False
 
+  def lm_head_flops(self, length: int) -> float:
+    """BertLMPredictionHead / RobertaLMHead: dense (d x d) transform, then the vocab projection."""
+    return 2.0 * length * self.hidden_size * (self.hidden_size + self.vocab_size)
+
 
 @dataclasses.dataclass(frozen=True)
 class RobertaConfig(BertConfig):

@@ -50,6 +50,10 @@ class ElectraConfig(bert.BertConfig):
     """HF adds `embeddings_project` only when embedding_size != hidden_size."""
     return self.embedding_size != self.hidden_size
 
+  def lm_head_flops(self, length: int) -> float:
+    """The generator head: dense hidden -> embedding_size, then embedding_size -> vocab."""
+    return 2.0 * length * self.embedding_size * (self.hidden_size + self.vocab_size)
+
 
 class ElectraModel(nn.Module):
   """transformers.ElectraModel (also the body of the causal-LM decoder)."""

@@ -100,6 +100,19 @@ def initialize(distributed: bool = False) -> bool:
   return True
 
 
+def barrier(name: str, timeout_s: float = 900.0) -> None:
+  """Returns when every process has reached `name` (a no-op in a one-process job).
+
+  A barrier of JAX's coordination service (`wait_at_barrier`, reached through jax._src: JAX has
+  no public call for it), not a device collective: CPU collectives (gloo) give up when a peer
+  takes over ~30 s to join, so processes that compile at different speeds (a loaded host, a
+  persistent-cache hit on one of them) first meet here, after compiling, then run the step."""
+  if jax.process_count() == 1:
+    return
+  from jax._src import distributed as jax_distributed
+  jax_distributed.global_state.client.wait_at_barrier(name, int(timeout_s * 1000))
+
+
 def host_values(tree):
   """Every array of `tree` as one numpy array of its global value, on every process (a
   collective in multi-process runs: call it on all of them), e.g. sharded params for export."""

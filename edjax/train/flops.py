@@ -43,7 +43,7 @@ def stack_forward_flops(cfg, length: int, memory_length: int = 0, memory_width: 
   with `memory_length`, each layer also cross-attends to that many tokens of width
   `memory_width` (the encoder's hidden size). Causal self-attention is counted in full (XLA
   computes the masked scores too)."""
-  d, f, n = cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers
+  d, f, n = cfg.hidden_size, cfg.intermediate_size, cfg.num_layers
   per_layer = 2 * length * d * 4 * d  # q, k, v, out projections
   per_layer += 2 * 2 * length * length * d  # scores q k^T and probs @ v
   per_layer += 2 * 2 * length * d * f  # the MLP's two matmuls
@@ -62,15 +62,8 @@ def train_step_flops(model_config, batch_size: int, source_length: int,
   forward = stack_forward_flops(enc, source_length)
   forward += stack_forward_flops(dec, target_length, memory_length=source_length,
                                  memory_width=enc.hidden_size)
-  forward += 2 * target_length * dec.hidden_size * dec.vocab_size  # LM head
-  forward += lm_head_transform_flops(dec, target_length)
+  forward += dec.lm_head_flops(target_length)  # each family's config knows its head
   return 3.0 * batch_size * forward
-
-
-def lm_head_transform_flops(cfg, length: int) -> float:
-  """BERT-style heads' dense transform before the vocabulary projection (d x d), else 0."""
-  return 2.0 * length * cfg.hidden_size * cfg.hidden_size if cfg.model_type in (
-      "bert", "roberta", "electra", "bert-generation", "xlm-roberta") else 0.0
 
 
 def mfu(flops_per_step: float, steps_per_sec: float, num_devices: int,
@@ -85,7 +78,7 @@ def batch_train_step_flops(model_config, global_batch_size: int, host_batch: dic
   """train_step_flops for a text batch ({input_ids, labels, ...}: lengths from their shapes);
   None where the count does not apply (an image encoder, a config without layer sizes)."""
   enc = getattr(model_config, "encoder", None)
-  if "input_ids" not in host_batch or not hasattr(enc, "num_hidden_layers") or not hasattr(
+  if "input_ids" not in host_batch or not hasattr(enc, "num_layers") or not hasattr(
       getattr(model_config, "decoder", None), "vocab_size"):
     return None
   return train_step_flops(model_config, global_batch_size, host_batch["input_ids"].shape[1],

@@ -502,10 +502,14 @@ def _train_and_evaluate(config, workdir: str, mesh, guard: preemption.Preemption
     if is_main and profile_steps and step == profile_steps[0]:
       jax.profiler.start_trace(os.path.join(workdir, "profile"))  # TensorBoard's profile plugin
       profiling = True
+    batch = shard_batch(host_batch)
     if step == start_step:
       log.info("compiling the train step (the first step includes it)")
       t_first = time.monotonic()
-    state, step_metrics = train_step(state, shard_batch(host_batch))
+      if jax.process_count() > 1 and hasattr(train_step, "lower"):
+        train_step.lower(state, batch).compile()  # the call below reuses it
+        distributed.barrier(f"edjax-train-step-compiled-{step}")
+    state, step_metrics = train_step(state, batch)
     loss, grad_norm = float(step_metrics["loss"]), float(step_metrics["grad_norm"])
     if step == start_step:
       log.info("first step (compile + run) took %.1fs", time.monotonic() - t_first)

@@ -26,6 +26,15 @@ if os.environ.get("EDJAX_TEST_JAX_CACHE", "1") != "0":
   os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
   os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(4 << 30))
 
+# XLA's CPU backend at LLVM -O0 for the suite: the tests run tiny models whose time is almost all
+# compilation, and -O0 halves it (a tiny bert2bert value_and_grad: 14 s -> 7 s on the 2-core
+# CI machine). Fusion and the HLO passes are unchanged (they are XLA's, not LLVM's), so parity
+# tolerances hold as they are; subprocesses inherit it. EDJAX_TEST_XLA_OPT=1 keeps XLA's default.
+if os.environ.get("EDJAX_TEST_XLA_OPT", "0") != "1" and (
+    "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", "")):
+  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                             " --xla_backend_optimization_level=0").strip()
+
 import pytest  # noqa: E402
 
 # Tiers (`make test-fast` runs `-m "not slow"`, `make parity` runs `-m parity`). A module is

@@ -247,7 +247,7 @@ def test_bad_settings_raise_clear_errors(kw, fragment):
 
 SHARDED_SCRIPT = textwrap.dedent("""
     import os
-    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+    os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
     os.environ["JAX_PLATFORMS"] = "cpu"
     import jax, numpy as np
     from jax.sharding import Mesh, NamedSharding, PartitionSpec as P

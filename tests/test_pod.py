@@ -32,13 +32,14 @@ TIMEOUT_S = 600
 
 FLAGS = ["--config=configs/bert2bert.py:smoke", "--config.batch_size=8", "--config.total_steps=8",
          "--config.log_every_steps=1", "--config.checkpoint_every_steps=4",
-         "--config.eval_every_steps=8", "--config.export_hf=False", "--config.eval.num_generate=2",
+         "--config.eval_every_steps=8", "--config.export_hf=False", "--config.eval.num_generate=0",
          "--config.eval.num_beams=1", "--config.eval.max_length=4"]
 
 
 def _env(devices: int = 8) -> dict:
   env = dict(os.environ, JAX_PLATFORMS="cpu", USE_TF="0", PYTHONPATH=REPO,
-             XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+             XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} "
+             f"--xla_force_host_platform_device_count={devices}".strip())
   for key in (distributed.ADDRESS_ENV, distributed.NUM_PROCESSES_ENV, distributed.PROCESS_ID_ENV):
     env.pop(key, None)
   return env

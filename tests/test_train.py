@@ -266,7 +266,7 @@ def test_misspelled_config_key_is_rejected_by_the_cli(tmp_path):
 
 MESH_SCRIPT = textwrap.dedent("""
     import os
-    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+    os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
     os.environ["JAX_PLATFORMS"] = "cpu"
     import jax
     from configs import bert2bert  # the repo root is the subprocess's working directory
@@ -299,3 +299,29 @@ def test_unknown_eval_key_is_rejected_before_training():
   config.eval.num_beam = 3  # a typo of num_beams: neither an eval key nor a generation setting
   with pytest.raises(ValueError, match=r"config.eval has unknown keys \['num_beam'\]"):
     train_lib.check_config(config)
+
+
+def test_num_generate_must_be_a_non_negative_integer():
+  config = smoke_config()
+  config.eval.num_generate = -1
+  with pytest.raises(ValueError, match=r"config.eval.num_generate=.*must be an integer >= 0"):
+    train_lib.check_config(config)
+
+
+def test_num_generate_zero_evaluates_the_loss_without_decoding(monkeypatch):
+  from edjax.train import evaluate as eval_lib
+  config = smoke_config()
+  config.eval.num_generate = 0
+  train_lib.check_config(config)
+
+  def no_decoding(*args, **kwargs):
+    raise AssertionError("num_generate=0 must not decode")
+  monkeypatch.setattr(eval_lib, "generate_texts", no_decoding)
+  class EvalSet:
+    examples, references = [("a", "b")] * 3, ["b"] * 3
+
+    def batches(self, batch_size):
+      yield {"valid": np.ones(3, np.int32), "labels": np.full((3, 2), 5, np.int32)}
+  results, rows = eval_lib.evaluate(None, None, EvalSet(), config.eval, None,
+                                    loss_fn=lambda params, batch: (6.0, 4))
+  assert rows == [] and results == {"eval/loss": 1.5}

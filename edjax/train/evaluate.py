@@ -34,11 +34,16 @@ EVAL_KEYS = ("batch_size", "num_generate", "metrics")
 
 
 def check_eval_config(eval_config) -> None:
-  """ValueError for a config.eval key that is neither in EVAL_KEYS nor a generation setting."""
+  """ConfigError for a config.eval key that is neither in EVAL_KEYS nor a generation setting, or
+  a num_generate that is not an integer >= 0."""
   unknown = sorted(set(eval_config) - set(EVAL_KEYS) - set(SETTING_NAMES))
   if unknown:
     raise ConfigError(f"config.eval has unknown keys {unknown}: use {list(EVAL_KEYS)} or "
                      f"generation settings {list(SETTING_NAMES)}")
+  num = eval_config.get("num_generate", 0)
+  if not isinstance(num, int) or num < 0:
+    raise ConfigError(f"config.eval.num_generate={num!r}: must be an integer >= 0 (0 = eval loss "
+                      "only, no decoding)")
 
 
 def generation_kwargs(eval_config) -> dict:
@@ -92,7 +97,8 @@ def evaluate(model, params, eval_set, eval_config, decoder_tokenizer, *, loss_fn
              predictions_path: str | None = None) -> tuple[dict, list[tuple]]:
   """({"eval/loss": ..., "eval/<metric>": ...}, [(source, prediction, reference)]).
 
-  The loss covers the whole eval set; generation and metrics the first `num_generate` examples.
+  The loss covers the whole eval set; generation and metrics the first `num_generate` examples
+  (0: the loss alone).
   Sources and references are scored in the decoder tokenizer's normal form (an uncased
   WordPiece lowercases and re-spaces what it decodes): they go through the same encode -> decode
   as the predictions. A reference may be a list (multi-caption sets). With `predictions_path`,
@@ -103,6 +109,10 @@ def evaluate(model, params, eval_set, eval_config, decoder_tokenizer, *, loss_fn
   log.info("eval: loss on %d examples", len(eval_set.examples))
   results = {"eval/loss": eval_loss(params, eval_set, eval_config.batch_size, loss_fn)}
   num = min(eval_config.num_generate, len(eval_set.examples))
+  if num == 0:  # eval.num_generate=0: the loss alone, nothing decoded or scored
+    log.info("eval: loss %.4f (%.1fs); num_generate=0: no decoding", results["eval/loss"],
+             time.monotonic() - t0)
+    return results, []
   log.info("eval: loss %.4f (%.1fs); generating %d", results["eval/loss"], time.monotonic() - t0,
            num)
   preds = generate_texts(model, params, eval_set, eval_config.batch_size, num, decoder_tokenizer,

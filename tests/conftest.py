@@ -53,6 +53,7 @@ SLOW_MODULES |= {"test_attention_impl"}  # xla vs einsum: grads + generate, ever
 SLOW_MODULES |= {"test_scan_remat"}  # scanned / remat models compiled per pair + two trainer runs
 SLOW_MODULES |= {"test_plan_memory"}  # compiles a sharded train step in a subprocess
 SLOW_MODULES |= {"test_first_run"}  # two smoke runs + CLI subprocesses (minutes on 2 cores)
+SLOW_MODULES |= {"test_bench_device"}  # the device bench on tiny CPU shapes, in a subprocess
 
 
 # The parity tests that stay in the fast tier: one logits comparison per family shape (the full

@@ -30,10 +30,15 @@ if os.environ.get("EDJAX_TEST_JAX_CACHE", "1") != "0":
 # compilation, and -O0 halves it (a tiny bert2bert value_and_grad: 14 s -> 7 s on the 2-core
 # CI machine). Fusion and the HLO passes are unchanged (they are XLA's, not LLVM's), so parity
 # tolerances hold as they are; subprocesses inherit it. EDJAX_TEST_XLA_OPT=1 keeps XLA's default.
+# A test whose tolerance is tighter than -O0's rounding (no FMA contraction) allows takes the
+# `full_xla_optimization` fixture: it reruns itself in a subprocess at XLA's default level.
+XLA_O0_FLAG = "--xla_backend_optimization_level=0"
 if os.environ.get("EDJAX_TEST_XLA_OPT", "0") != "1" and (
     "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", "")):
-  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                             " --xla_backend_optimization_level=0").strip()
+  os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {XLA_O0_FLAG}".strip()
+
+import subprocess  # noqa: E402
+import sys  # noqa: E402
 
 import pytest  # noqa: E402
 
@@ -104,3 +109,19 @@ def wiki_sentences() -> list[tuple[str, str]]:
     pairs = [tuple(line.rstrip("\n").split("\t")) for _, line in zip(range(4), f)]
   assert len(pairs) == 4 and all(len(p) == 2 and p[0] and p[1] for p in pairs), pairs
   return pairs
+
+
+@pytest.fixture
+def full_xla_optimization(request) -> bool:
+  """True when this test already ran, and passed, in a subprocess at XLA's default optimization
+  level (the suite runs at -O0, see above): the test then returns at once. False when this
+  process is at the default level: the test runs here."""
+  if XLA_O0_FLAG not in os.environ.get("XLA_FLAGS", "").split():
+    return False
+  flags = " ".join(f for f in os.environ["XLA_FLAGS"].split() if f != XLA_O0_FLAG)
+  proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                         request.node.nodeid], cwd=REPO, capture_output=True, text=True,
+                        timeout=900, env=dict(os.environ, EDJAX_TEST_XLA_OPT="1", XLA_FLAGS=flags))
+  assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+  assert "1 passed" in proc.stdout, proc.stdout[-2000:]
+  return True

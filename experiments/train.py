@@ -45,6 +45,36 @@ class _WithoutOrbaxInfo(logging.Filter):
     return record.levelno >= logging.WARNING or "/orbax/" not in record.pathname
 
 
+def _override_error(e: BaseException) -> str:
+  """ml_collections' error for a --config.KEY override of a key the config lacks (three chained
+  tracebacks, an escaped message) as one sentence, its "Did you mean" kept."""
+  chain, seen = [], e
+  while seen is not None:  # the plain-text messages of the chained errors, outermost first
+    if seen.args and isinstance(seen.args[0], str):
+      chain.append(seen.args[0])
+    seen = seen.__context__
+  text = next((t for t in chain if "Did you mean" in t), chain[-1] if chain else str(e))
+  key, _, hint = text.partition("\n")
+  return (f"a --config override names no config key ({key}); {hint or 'check the spelling'} "
+          "(configs/<name>.py lists the keys)")
+
+
+def parse_flags(argv):
+  """absl's flag parsing, where a bad --config.KEY override or flag value is one `error:` line
+  (exit 2), not a traceback; EDJAX_DEBUG=1 shows the traceback."""
+  try:
+    return FLAGS(argv)
+  except flags.Error as e:  # absl's own: an unknown flag, a value of the wrong type
+    if os.environ.get("EDJAX_DEBUG") == "1":
+      raise
+    print(f"error: {e}", file=sys.stderr)
+  except (AttributeError, KeyError) as e:  # ml_collections: --config.KEY with no such KEY
+    if os.environ.get("EDJAX_DEBUG") == "1":
+      raise
+    print(f"error: {_override_error(e)}", file=sys.stderr)
+  sys.exit(2)
+
+
 def main(argv):
   del argv
   absl_logging.set_verbosity(absl_logging.INFO)
@@ -74,4 +104,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

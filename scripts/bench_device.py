@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import tempfile
 import time
 
 import numpy as np
 
 os.environ.setdefault("USE_TF", "0")
+
+from edjax.testing.timing import timed  # noqa: E402  (imports jax: after the env)
 
 # Layer shapes: HF config.json fields (random init; no checkpoint is read).
 BERT_BASE = dict(model_type="bert", vocab_size=30522, hidden_size=768, num_hidden_layers=12,
@@ -111,19 +112,6 @@ def train_row(name: str, shape: dict, batch: int, src: int, tgt: int, steps: int
               loss=loss)
 
 
-def timed(fn, repeats: int):
-  """(output, first-call seconds, median warm seconds)."""
-  t0 = time.perf_counter()
-  out = fn()
-  first = time.perf_counter() - t0
-  warm = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    out = fn()
-    warm.append(time.perf_counter() - t0)
-  return out, first, statistics.median(warm)
-
-
 def generate_rows(shape: dict, rows, repeats: int, device: str) -> list[dict]:
   """Beam search on the same random-init bert2bert in edjax and transformers PyTorch."""
   import jax
@@ -182,9 +170,9 @@ def main(argv=None) -> None:
   parser.add_argument("--skip_generate", action="store_true")
   args = parser.parse_args(argv)
   mode = "cpu" if args.cpu else "device"
-  if args.cpu:
-    os.environ["JAX_PLATFORMS"] = "cpu"
   import jax
+  if args.cpu:  # before any backend starts (the env variable is read when jax is imported)
+    jax.config.update("jax_platforms", "cpu")
   import torch
 
   device = "cpu" if args.cpu or not torch.cuda.is_available() else "cuda"

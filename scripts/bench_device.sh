@@ -10,4 +10,5 @@ cd "$(dirname "$0")/.."
 PY=python3
 if [ -x .venv/bin/python ]; then PY=.venv/bin/python; fi
 export PYTHONUNBUFFERED=1 USE_TF=0
+if [[ " $* " == *" --cpu "* ]]; then export JAX_PLATFORMS=cpu; fi
 exec "$PY" -m scripts.bench_device "$@"

@@ -15,15 +15,15 @@ from __future__ import annotations
 import argparse
 import functools
 import os
-import statistics
 import sys
 import tempfile
-import time
 
 import numpy as np
 
 os.environ.setdefault("USE_TF", "0")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+from edjax.testing.timing import timed  # noqa: E402  (imports jax: after the env)
 
 
 def minilm_dir() -> str:
@@ -37,18 +37,6 @@ def wiki_texts(n: int) -> list[str]:
   with open(os.path.join(root, "wiki_split", "test.tsv"), encoding="utf-8") as f:
     lines = [line.split("\t")[0] for _, line in zip(range(4 * n), f)]
   return [" ".join(lines[i::n]) for i in range(n)]  # long enough for 128 tokens
-
-
-def timed(fn, repeats: int):
-  t0 = time.perf_counter()
-  out = fn()
-  first = time.perf_counter() - t0
-  warm = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    out = fn()
-    warm.append(time.perf_counter() - t0)
-  return out, first, statistics.median(warm)
 
 
 def main() -> None:

@@ -50,7 +50,7 @@ from edjax.train import optimizer as opt_lib
 from edjax.train import distributed, partitioning, writers
 from edjax.train import preemption
 from edjax.train import workdir as workdir_lib
-from edjax.train.step import make_train_step  # noqa: F401  (re-exported: train_lib.make_train_step)
+from edjax.train.step import make_train_step
 from edjax.train.workdir import ConfigMismatchError, TrainingError, WorkdirBusyError  # noqa: F401
 
 log = logging.getLogger("edjax")

@@ -132,6 +132,27 @@ def test_scanned_equals_unscanned_logits_loss_and_per_layer_outputs(name):
   assert max_tree_diff(stacking.to_unscanned(scanned, stacked), params) == 0.0
 
 
+@pytest.mark.parametrize("name", ["bert2bert", "roberta2gpt2-proj"])
+def test_scanned_bfloat16_compute_equals_unscanned(name):
+  """bf16 compute, fp32 params: a post-LN stack's layers return fp32 (LayerNorm), a pre-LN
+  one's keep the input's dtype; the scan carry must take the dtype the layers return."""
+  model, params = built(name)
+  scanned, stacked = variant(name, scan_layers=True)
+  enc, labels = batch(model)
+  fp32 = np.asarray(model.apply({"params": params}, **enc, labels=labels).logits)
+  errors = []
+  for m, p in ((model, params), (scanned, stacked)):
+    logits = model_for_config(m.config, dtype=jnp.bfloat16).apply({"params": p}, **enc,
+                                                                  labels=labels).logits
+    assert logits.dtype == jnp.float32
+    errors.append(float(np.max(np.abs(np.asarray(logits) - fp32))))
+  # Not bit-identical (the first layer's residual add rounds differently, fusions differ): the
+  # scanned stack must be as close to the fp32 logits as the unscanned one (bf16's own error,
+  # ~1.5 % of the largest logit for these noisy tiny weights), and that error must be bf16-sized.
+  assert errors[1] <= 1.25 * errors[0], errors
+  assert errors[0] <= 0.03 * float(np.max(np.abs(fp32))), errors
+
+
 @pytest.mark.parametrize("name", ["bert2bert", "roberta2gpt2-proj", "swin2bert", "beit2bert"])
 def test_remat_gradients_equal_no_remat(name, full_xla_optimization):
   if full_xla_optimization:  # 1e-6 on gradients: -O0's rounding is not that tight

@@ -494,6 +494,11 @@ class TransformerStack(nn.Module):
     cross_mask = None if encoder_attention_mask is None else padding_mask(encoder_attention_mask)
     flags = (causal, decode, deterministic, output_hidden_states, output_attentions)
     if self.config.scan_layers:
+      if not self.config.pre_layer_norm:
+        # A scan carry keeps one dtype. A post-LN block ends in a LayerNorm whose fp32 params make
+        # its output fp32 for a bf16 input (the unscanned stack turns fp32 after its first layer
+        # the same way), so the carry starts there; a pre-LN block's residual keeps x's dtype.
+        x = x.astype(jnp.promote_types(x.dtype, jnp.float32))
       x, (inputs, self_attns, cross_attns) = self.layers(
           x, cross_kv, self_mask, encoder_hidden, cross_mask, *flags)  # stacked [layers, ...]
       unstack = lambda a: tuple(a[i] for i in range(self.num_layers))  # noqa: E731

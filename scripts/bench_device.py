@@ -58,13 +58,15 @@ class _Options(dict):
   __getattr__ = dict.__getitem__
 
 
-def encoder_decoder_dict(shape: dict) -> dict:
-  """An HF EncoderDecoderConfig dict of two `shape` stacks, the decoder causal with cross-attention."""
-  start, pad, eos = (shape.get("bos_token_id") or 101, shape.get("pad_token_id", 0),
-                     shape.get("eos_token_id") or 102)
-  return dict(model_type="encoder-decoder", encoder=dict(shape),
-              decoder=dict(shape, is_decoder=True, add_cross_attention=True),
-              decoder_start_token_id=start, pad_token_id=pad, eos_token_id=eos)
+def encoder_decoder_config(shape: dict):
+  """The edjax EncoderDecoderConfig of two `shape` stacks (`join_configs` makes the decoder causal
+  with cross-attention); start / eos / pad ids are the family's (BERT: [CLS] 101, [SEP] 102, 0)."""
+  from edjax.model_configs import config_from_dict, join_configs
+  part = config_from_dict(shape)
+  start = 101 if part.bos_token_id is None else part.bos_token_id
+  eos = 102 if part.eos_token_id is None else part.eos_token_id
+  return join_configs(part, part, decoder_start_token_id=start, eos_token_id=eos,
+                      pad_token_id=part.pad_token_id)
 
 
 def train_row(name: str, shape: dict, batch: int, src: int, tgt: int, steps: int) -> dict:
@@ -78,7 +80,7 @@ def train_row(name: str, shape: dict, batch: int, src: int, tgt: int, steps: int
   from edjax.train import optimizer as opt_lib
   from edjax.train.step import make_train_step
 
-  model, params = edjax.from_config(encoder_decoder_dict(shape), rng=0)
+  model, params = edjax.from_config(encoder_decoder_config(shape), rng=0)
   model = model_for_config(model.config, dtype=jnp.bfloat16)  # fp32 params, bf16 compute
   optimizer = opt_lib.make_optimizer(
       _Options(name="adamw", learning_rate=1e-4, warmup_steps=0, decay="constant",
@@ -124,12 +126,8 @@ def generate_rows(shape: dict, rows, repeats: int, device: str) -> list[dict]:
   torch.backends.cuda.matmul.allow_tf32 = False
   torch.backends.cudnn.allow_tf32 = False
   torch.manual_seed(0)
-  cfg = encoder_decoder_dict(shape)
-  hf_cfg = transformers.EncoderDecoderConfig.from_encoder_decoder_configs(
-      transformers.BertConfig(**{k: v for k, v in cfg["encoder"].items() if k != "model_type"}),
-      transformers.BertConfig(**{k: v for k, v in cfg["decoder"].items() if k != "model_type"}))
-  for key in ("decoder_start_token_id", "pad_token_id", "eos_token_id"):
-    setattr(hf_cfg, key, cfg[key])
+  cfg = encoder_decoder_config(shape).to_dict()  # HF's EncoderDecoderConfig dict
+  hf_cfg = transformers.EncoderDecoderConfig.from_dict(cfg)
   hf = transformers.EncoderDecoderModel(config=hf_cfg).eval()
   with tempfile.TemporaryDirectory(prefix="edjax-bench-device-") as tmp:
     hf.save_pretrained(tmp)

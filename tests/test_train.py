@@ -320,6 +320,7 @@ def test_num_generate_zero_evaluates_the_loss_without_decoding(monkeypatch):
   def no_decoding(*args, **kwargs):
     raise AssertionError("num_generate=0 must not decode")
   monkeypatch.setattr(eval_lib, "generate_texts", no_decoding)
+
   class EvalSet:
     examples, references = [("a", "b")] * 3, ["b"] * 3
 

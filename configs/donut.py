@@ -26,7 +26,10 @@ variants:
            FSDP over 8 devices, on renders of 96 x 768 lines. With init_from the trainer keeps
            the checkpoint's own decoder_start_token_id (and donut-base's tokenizer has no
            `<s_ocr>`): a new task token there needs a trainer key for the start id and an added,
-           resized vocabulary entry (README, Configs).
+           resized vocabulary entry (README, Configs). scan_layers + remat=full: one step's
+           memory plan is in the README (scripts/plan_memory.py).
+  pod_shape  pod with donut-base's architecture given by config dicts (random init, nothing read):
+           for scripts/plan_memory.py.
 """
 
 from __future__ import annotations
@@ -57,6 +60,14 @@ SMALL_MBART = dict(model_type="mbart", vocab_size=30522, d_model=256, decoder_la
                    dropout=0.1, attention_dropout=0.0, activation_dropout=0.0, scale_embedding=True,
                    **SPECIAL_IDS)
 TINY_MBART = dict(SMALL_MBART, d_model=32, decoder_layers=2, decoder_ffn_dim=64, dropout=0.0)
+# naver-clova-ix/donut-base's architecture (its config.json), for pod_shape and compile reports
+DONUT_BASE_SWIN = dict(model_type="donut-swin", image_size=[2560, 1920], patch_size=4,
+                       num_channels=3, embed_dim=128, depths=[2, 2, 14, 2],
+                       num_heads=[4, 8, 16, 32], window_size=10, mlp_ratio=4.0)
+DONUT_BASE_MBART = dict(model_type="mbart", vocab_size=57525, d_model=1024, decoder_layers=4,
+                        decoder_attention_heads=16, decoder_ffn_dim=4096,
+                        max_position_embeddings=1536, scale_embedding=True, is_decoder=True,
+                        add_cross_attention=True, encoder_layers=4)
 
 
 def cache_root() -> str:
@@ -147,9 +158,17 @@ def get_config(variant: str = "default"):
     # After make_smoke (which names MiniLM): the tokenizer whose start token is the task token.
     c.data.tokenizer = c.data.image_processor = processor_dir(CANVAS, minilm_dir())
     c.data.decoder_tokenizer = ""
-  elif variant == "pod":
+  elif variant in ("pod", "pod_shape"):
     c.init_from = "naver-clova-ix/donut-base"  # or a local VisionEncoderDecoder directory
     c.model.encoder_config = c.model.decoder_config = {}
+    if variant == "pod_shape":  # donut-base's architecture from config dicts, random init
+      c.init_from = ""
+      c.model.encoder_config = dict(DONUT_BASE_SWIN)
+      c.model.decoder_config = dict(DONUT_BASE_MBART)
+    # 2560 x 1920 images (~4.8k encoder tokens after stage 1's 307k): each Swin stage scans its
+    # block pairs and recomputes them in the backward pass (README, Memory plan).
+    c.model.scan_layers = True
+    c.model.remat = "full"
     c.data.tokenizer = "naver-clova-ix/donut-base"
     c.data.image_processor = processor_dir((2560, 1920))  # DonutImageProcessor, donut-base's size
     c.data.update(dict(num_train=500_000, eval_examples=2000, image_height=96, image_width=768,
@@ -165,5 +184,6 @@ def get_config(variant: str = "default"):
     c.eval_every_steps = 2000
     c.eval.update(dict(batch_size=16, num_generate=1000, num_beams=1, max_length=48))
   else:
-    raise ValueError(f"unknown variant {variant!r} of configs/donut.py: use default, smoke or pod")
+    raise ValueError(f"unknown variant {variant!r} of configs/donut.py: use default, smoke, pod "
+                     "or pod_shape")
   return c

@@ -1,7 +1,7 @@
 """Compile-only figures for scan_layers and remat (README "Scan and remat").
 
   .venv/bin/python -m scripts.compile_report [--part scan|donut|all] [--layers 24 --width 256]
-                                             [--donut_image 2560x1920 --donut_batch 64]
+                                             [--donut_image 2560x1920 --donut_batch 8]
 
 (run from the repository root: `-m` puts it on sys.path, for `configs`).
 
@@ -10,9 +10,12 @@ scan: wall time to lower + compile one trainer train step (AdamW, the trainer's 
   remat='full' on top of the scanned one. Random params are never made: the state is abstract.
 donut: `compiled.memory_analysis()` of one train step of a pod-shaped Donut (donut-base's
   DonutSwin: embed_dim 128, depths 2-2-14-2, window 10; its 4-layer 1024-wide MBart decoder,
-  vocab 57525) at --donut_image, bf16 compute, batch --donut_batch over 8 fake CPU devices
-  (FSDP), remat none vs full. Compile only: abstract inputs (jax.ShapeDtypeStruct), no step run.
-The 8 fake devices are set up here (XLA_FLAGS) before jax is imported.
+  vocab 57525: configs/donut.py's DONUT_BASE_*) at --donut_image, bf16 compute, batch
+  --donut_batch over 8 fake CPU devices (FSDP): unscanned with remat none / full, and scanned
+  (scan_layers: a Swin stage scans its block pairs) with remat full. Compile only: abstract
+  inputs (jax.ShapeDtypeStruct), no step run.
+The 8 fake devices and the CPU compiler's memory scheduler are set up here (XLA_FLAGS,
+scripts/fake_devices.py) before jax is imported.
 """
 
 from __future__ import annotations
@@ -21,17 +24,11 @@ import argparse
 import os
 import time
 
+from scripts import fake_devices
+
 os.environ.setdefault("USE_TF", "0")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
-                           + " --xla_force_host_platform_device_count=8").strip()
-
-DONUT_SWIN = dict(model_type="donut-swin", patch_size=4, num_channels=3, embed_dim=128,
-                  depths=[2, 2, 14, 2], num_heads=[4, 8, 16, 32], window_size=10, mlp_ratio=4.0)
-DONUT_MBART = dict(model_type="mbart", vocab_size=57525, d_model=1024, decoder_layers=4,
-                   decoder_attention_heads=16, decoder_ffn_dim=4096, max_position_embeddings=1536,
-                   scale_embedding=True, is_decoder=True, add_cross_attention=True,
-                   encoder_layers=4)
+fake_devices.use_fake_cpu_devices(8)
 
 
 def _train_step_compiled(model, batch_shapes: dict, mesh_axes: dict, dtype: str):
@@ -55,7 +52,8 @@ def _train_step_compiled(model, batch_shapes: dict, mesh_axes: dict, dtype: str)
   batch_sh = partitioning.batch_sharding(mesh, rules)
   batch = {k: jax.ShapeDtypeStruct(shape, dt, sharding=batch_sh)
            for k, (shape, dt) in batch_shapes.items()}
-  step = jax.jit(trainer.make_train_step(model, optimizer, config),
+  step = jax.jit(partitioning.with_activation_sharding(
+                     trainer.make_train_step(model, optimizer, config), mesh, rules),
                  in_shardings=(layout.state, batch_sh), donate_argnums=(0,))
   t0 = time.perf_counter()
   compiled = step.lower(layout.abstract, batch).compile()
@@ -91,11 +89,12 @@ def donut_report(image_hw: tuple[int, int], batch: int, tgt: int = 48) -> None:
   import jax.numpy as jnp
   import numpy as np
 
+  from configs.donut import DONUT_BASE_MBART, DONUT_BASE_SWIN
   from edjax.model_configs import config_from_dict, join_configs, with_runtime_options
   from edjax.models.encoder_decoder import model_for_config
 
-  enc = config_from_dict(dict(DONUT_SWIN, image_size=list(image_hw)))
-  dec = config_from_dict(DONUT_MBART)
+  enc = config_from_dict(dict(DONUT_BASE_SWIN, image_size=list(image_hw)))
+  dec = config_from_dict(DONUT_BASE_MBART)
   base = join_configs(enc, dec, decoder_start_token_id=0, pad_token_id=1, eos_token_id=2)
   shapes = dict(pixel_values=((batch, 3, *image_hw), np.float32),
                 labels=((batch, tgt), np.int32), decoder_attention_mask=((batch, tgt), np.int32))
@@ -103,14 +102,16 @@ def donut_report(image_hw: tuple[int, int], batch: int, tgt: int = 48) -> None:
   print(f"# compiled.memory_analysis() of one train step: donut-base shapes (DonutSwin 128, "
         f"2-2-14-2, window 10 -> MBart 4 x 1024, vocab 57525) at {image_hw[0]}x{image_hw[1]}, "
         f"{tgt} target tokens, batch {batch} over 8 fake CPU devices (fsdp=8), bf16 compute")
-  print("| remat | arguments (GiB/device) | outputs | temporaries | generated code | "
-        "compile (s) |\n|---|---:|---:|---:|---:|---:|")
-  for remat in ("none", "full"):
-    model = model_for_config(with_runtime_options(base, remat=remat), dtype=jnp.bfloat16)
+  print("| layout | remat | arguments (GiB/device) | outputs | temporaries | generated code | "
+        "compile (s) |\n|---|---|---:|---:|---:|---:|---:|")
+  for scan, remat in ((False, "none"), (False, "full"), (True, "full")):
+    model = model_for_config(with_runtime_options(base, remat=remat, scan_layers=scan),
+                             dtype=jnp.bfloat16)
     compiled, seconds = _train_step_compiled(model, shapes, dict(data=1, fsdp=8, tensor=1),
                                              "bfloat16")
     mem = compiled.memory_analysis()
-    print(f"| {remat} | {mem.argument_size_in_bytes / gib:.2f} | "
+    print(f"| {'scanned' if scan else 'unscanned'} | {remat} | "
+          f"{mem.argument_size_in_bytes / gib:.2f} | "
           f"{mem.output_size_in_bytes / gib:.2f} | {mem.temp_size_in_bytes / gib:.2f} | "
           f"{mem.generated_code_size_in_bytes / gib:.3f} | {seconds:.0f} |")
 
@@ -121,7 +122,7 @@ def main() -> None:
   parser.add_argument("--layers", type=int, default=24)
   parser.add_argument("--width", type=int, default=256)
   parser.add_argument("--donut_image", default="2560x1920")
-  parser.add_argument("--donut_batch", type=int, default=64)
+  parser.add_argument("--donut_batch", type=int, default=8)  # one image per device, as the pod
   args = parser.parse_args()
   if args.part in ("scan", "all"):
     scan_report(args.layers, args.width)

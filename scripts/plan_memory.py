@@ -19,7 +19,9 @@ batch shard), outputs (the new state: donated, so it aliases the arguments), tem
 (activations and gradients) and the generated code, then the peak estimate = arguments +
 temporaries + code (outputs alias the donated arguments) against --hbm_gb. The fake devices are
 CPU devices: XLA's CPU compiler schedules and fuses differently from TPU / GPU, so read the
-figures as a plan (which layout fits, what remat buys), not as the exact HBM use.
+figures as a plan (which layout fits, what remat buys), not as the exact HBM use. The CPU
+compiler runs with its memory-minimising scheduler (`scripts/fake_devices.py`), the closer
+stand-in for an accelerator's.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from __future__ import annotations
 import os
 import sys
 import time
+
+from scripts import fake_devices
 
 
 def _devices_from_argv(argv: list[str]) -> int:
@@ -41,8 +45,7 @@ def _devices_from_argv(argv: list[str]) -> int:
 
 os.environ.setdefault("USE_TF", "0")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count="
-                           f"{_devices_from_argv(sys.argv)}").strip()
+fake_devices.use_fake_cpu_devices(_devices_from_argv(sys.argv))
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -119,7 +122,8 @@ def plan(config, mesh_axes: dict, hbm_gb: float) -> dict:
   batch_sh = partitioning.batch_sharding(mesh, rules)
   batch = {k: jax.ShapeDtypeStruct(shape, dt, sharding=batch_sh)
            for k, (shape, dt) in batch_shapes(config, model).items()}
-  step = jax.jit(trainer.make_train_step(model, optimizer, config),
+  step = jax.jit(partitioning.with_activation_sharding(
+                     trainer.make_train_step(model, optimizer, config), mesh, rules),
                  in_shardings=(layout.state, batch_sh), donate_argnums=(0,))
   start = time.perf_counter()
   compiled = step.lower(layout.abstract, batch).compile()

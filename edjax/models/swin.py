@@ -287,15 +287,18 @@ def block_config(config: _SwinFields, stage: int) -> layers.BlockConfig:
 
 
 class DropPath(nn.Module):
-  """Stochastic depth: drops the whole branch of a sample with probability `rate` (training)."""
+  """Stochastic depth: drops the whole branch of a sample with probability `rate` (training).
+
+  A scanned stage passes each block's rate at call time (`rate`, a traced scalar); the static
+  `rate` then only says whether the stage drops paths at all (0.0: never, the branch is kept)."""
 
   rate: float
 
   @nn.compact
-  def __call__(self, x: Array, deterministic: bool = True) -> Array:
+  def __call__(self, x: Array, deterministic: bool = True, rate: Array | None = None) -> Array:
     if deterministic or self.rate == 0.0:
       return x
-    keep = 1.0 - self.rate
+    keep = 1.0 - (self.rate if rate is None else rate)
     mask = jax.random.bernoulli(self.make_rng("dropout"), keep, (x.shape[0],) + (1,) * (x.ndim - 1))
     return jnp.where(mask, x / keep, 0.0).astype(x.dtype)
 
@@ -379,8 +382,11 @@ class SwinLayer(nn.Module):
       bias = jnp.tile(bias + mask[:, None], (batch, 1, 1, 1))  # windows are batch-major
     return bias
 
-  def __call__(self, x: Array, dims: tuple[int, int], deterministic: bool = True):
-    """x [batch, h*w, dim] on a (h, w) grid -> (x, attention probs [batch*windows, heads, q, k])."""
+  def __call__(self, x: Array, dims: tuple[int, int], deterministic: bool = True,
+               drop_path_rate: Array | None = None):
+    """x [batch, h*w, dim] on a (h, w) grid -> (x, attention probs [batch*windows, heads, q, k]).
+
+    drop_path_rate: this block's stochastic-depth rate when a scanned stage passes it (traced)."""
     h, w = dims
     window, shift = self.window_and_shift(h, w)
     batch, _, dim = x.shape
@@ -398,7 +404,7 @@ class SwinLayer(nn.Module):
     if shift:
       x = jnp.roll(x, (shift, shift), axis=(1, 2))
     x = x[:, :h, :w].reshape(batch, h * w, dim)
-    x = shortcut + self.drop_path(x, deterministic)  # stochastic depth: attention branch only
+    x = shortcut + self.drop_path(x, deterministic, drop_path_rate)  # attention branch only
     y = self.mlp(self.layernorm_after(x).astype(self.dtype), deterministic=deterministic)
     return x + self.output_dropout(y, deterministic=deterministic), probs
 
@@ -426,8 +432,54 @@ class SwinPatchMerging(nn.Module):
     return self.reduction(self.norm(x).astype(self.dtype))
 
 
+class SwinBlockPair(nn.Module):
+  """Two consecutive blocks of a stage, unshifted (`even`) then shifted (`odd`): the body a
+  scanned stage (scan_layers) repeats depth / 2 times, its params stacked on a leading axis."""
+
+  config: _SwinFields
+  stage: int
+  drop_path_rate: float  # the stage's largest rate: 0.0 = no stochastic depth in this stage
+  dtype: jnp.dtype = jnp.float32
+
+  def setup(self):
+    cfg = self.config
+    self.even = SwinLayer(cfg, self.stage, 0, self.drop_path_rate, self.dtype)
+    self.odd = SwinLayer(cfg, self.stage, cfg.window_size // 2, self.drop_path_rate, self.dtype)
+
+  def __call__(self, x: Array, rates: Array, dims: tuple[int, int], deterministic: bool,
+               want_attentions: bool):
+    """(x [batch, h*w, C], this pair's drop-path rates [2]) -> (x, odd block's probs | None)."""
+    x = layers.constrain_batch(x)  # the scan carry stays batch-sharded (GSPMD loses it here)
+    x, _ = self.even(x, dims, deterministic, rates[0])
+    y, probs = self.odd(x, dims, deterministic, rates[1])
+    return layers.constrain_batch(y.astype(x.dtype)), probs if want_attentions else None
+
+
+def scanned_block_pairs(config: _SwinFields, stage: int, drop_path_rate: float,
+                        dtype: jnp.dtype) -> nn.Module:
+  """SwinBlockPair (remat'ed as config.remat says) under nn.scan over depths[stage] / 2 pairs.
+
+  A scan over pairs, not blocks, keeps each block's shift static (a roll and a region mask of
+  its own), so a scanned stage runs exactly the unscanned stage's computation. Params get a
+  leading `layers` axis; `edjax.models.stacking` maps blocks_{2k} / blocks_{2k+1} to row k of
+  block_pairs/even / odd. Inside the scan, remat's recomputation of a pair happens in that
+  pair's backward iteration, whatever the compiler's scheduler does.
+  """
+  step = layers.remat_module(SwinBlockPair, config.remat, static_argnums=(3, 4, 5),
+                             prevent_cse=False)
+  scanned = nn.scan(step, variable_axes={"params": 0},
+                    split_rngs={"params": True, "dropout": True},
+                    in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast),
+                    length=config.depths[stage] // 2,
+                    metadata_params={nn.PARTITION_NAME: "layers"})
+  return scanned(config, stage, drop_path_rate, dtype)
+
+
 class SwinStage(nn.Module):
-  """`depths[stage]` blocks (odd ones shifted), then patch merging unless it is the last stage."""
+  """`depths[stage]` blocks (odd ones shifted), then patch merging unless it is the last stage.
+
+  config.scan_layers: the blocks run as a scan over pairs (`scanned_block_pairs`), which needs
+  an even depth (every published Swin / Donut / Nougat config has one)."""
 
   config: _SwinFields
   stage: int
@@ -436,23 +488,39 @@ class SwinStage(nn.Module):
 
   def setup(self):
     cfg = self.config
-    # config.remat: each block under nn.remat (dims and deterministic are static).
-    block = layers.remat_module(SwinLayer, cfg.remat, static_argnums=(2, 3))
-    self.blocks = [block(cfg, self.stage, 0 if i % 2 == 0 else cfg.window_size // 2,
-                         rate, self.dtype) for i, rate in enumerate(self.drop_path_rates)]
+    if cfg.scan_layers:
+      if cfg.depths[self.stage] % 2:
+        raise ConfigError(f"scan_layers=True scans a {cfg.model_type} stage in (unshifted, "
+                          f"shifted) block pairs, but depths[{self.stage}] = "
+                          f"{cfg.depths[self.stage]} is odd; set scan_layers=False for it "
+                          "(remat works)")
+      self.block_pairs = scanned_block_pairs(cfg, self.stage, max(self.drop_path_rates),
+                                             self.dtype)
+    else:
+      # config.remat: each block under nn.remat (dims and deterministic are static).
+      block = layers.remat_module(SwinLayer, cfg.remat, static_argnums=(2, 3))
+      self.blocks = [block(cfg, self.stage, 0 if i % 2 == 0 else cfg.window_size // 2,
+                           rate, self.dtype) for i, rate in enumerate(self.drop_path_rates)]
     if self.stage < len(cfg.depths) - 1:
       self.downsample = SwinPatchMerging(cfg.stage_dim(self.stage), cfg.initializer_range,
                                          self.dtype)
 
-  def __call__(self, x: Array, dims: tuple[int, int], deterministic: bool = True):
-    """x [batch, h*w, C] -> (x [batch, h'*w', C'], (h', w'), last block's attention probs)."""
-    probs = None
-    for block in self.blocks:
-      x, probs = block(x, dims, deterministic)
+  def __call__(self, x: Array, dims: tuple[int, int], deterministic: bool = True,
+               want_attentions: bool = False):
+    """x [batch, h*w, C] -> (x [batch, h'*w', C'], (h', w'), last block's attention probs
+    [batch*windows, heads, q, k] | None)."""
+    if self.config.scan_layers:
+      rates = jnp.asarray(self.drop_path_rates, jnp.float32).reshape(-1, 2)  # [pairs, 2]
+      x, probs = self.block_pairs(x, rates, dims, deterministic, want_attentions)
+      probs = probs[-1] if want_attentions else None  # [pairs, ...] -> the last pair's
+    else:
+      probs = None
+      for block in self.blocks:
+        x, probs = block(x, dims, deterministic)
     if self.stage < len(self.config.depths) - 1:
       x = self.downsample(x, dims)
       dims = ((dims[0] + 1) // 2, (dims[1] + 1) // 2)
-    return x, dims, probs
+    return x, dims, probs if want_attentions else None
 
 
 class SwinEncoder(nn.Module):
@@ -463,9 +531,6 @@ class SwinEncoder(nn.Module):
 
   def setup(self):
     cfg, rates = self.config, self.config.drop_path_rates()
-    if cfg.scan_layers:
-      raise ConfigError(f"scan_layers=True is not supported for the {cfg.model_type} encoder "
-                        "(its stages differ in shape); set scan_layers=False for it (remat works)")
     starts = np.cumsum((0,) + tuple(cfg.depths))
     self.layers = [SwinStage(cfg, i, tuple(rates[starts[i]:starts[i + 1]]), self.dtype)
                    for i in range(len(cfg.depths))]
@@ -477,7 +542,7 @@ class SwinEncoder(nn.Module):
     merging), as HF; attentions: per stage, the last block's [batch*windows, heads, q, k]."""
     hidden_states, attentions = [x], []
     for stage in self.layers:
-      x, dims, probs = stage(x, dims, deterministic)
+      x, dims, probs = stage(x, dims, deterministic, output_attentions)
       hidden_states.append(x)
       attentions.append(probs)
     return (x, tuple(hidden_states) if output_hidden_states else None,

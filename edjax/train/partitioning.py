@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 
 import flax.linen as nn
@@ -10,6 +11,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from edjax.model_configs import ConfigError
+from edjax.models import layers
 
 log = logging.getLogger("edjax")
 MESH_AXES = ("data", "fsdp", "tensor")
@@ -71,6 +73,19 @@ def param_shardings(logical_axes, shapes, mesh: Mesh, rules=DEFAULT_RULES):
     return NamedSharding(mesh, _fit(spec, shape.shape, mesh, jax.tree_util.keystr(path)))
   return jax.tree_util.tree_map_with_path(one, mesh_specs, shapes,
                                           is_leaf=lambda x: isinstance(x, P))
+
+
+def with_activation_sharding(fn, mesh: Mesh, rules=DEFAULT_RULES):
+  """`fn` traced with the batch's mesh axes in context, so the models' activation constraints
+  (`layers.constrain_batch`) shard like the batch; outside it they are no-ops (tests,
+  generate). Wrap a step before jax.jit."""
+  batch_axes = dict(rules).get("batch")
+
+  @functools.wraps(fn)
+  def traced_in_mesh(*args, **kwargs):
+    with layers.activation_batch_sharding(mesh, batch_axes):
+      return fn(*args, **kwargs)
+  return traced_in_mesh
 
 
 def batch_sharding(mesh: Mesh, rules=DEFAULT_RULES) -> NamedSharding:

@@ -427,7 +427,8 @@ def _train_and_evaluate(config, workdir: str, mesh, guard: preemption.Preemption
 
   # --- train step
   rep = partitioning.replicated(mesh)
-  train_step = jax.jit(make_train_step(model, optimizer, config),
+  train_step = jax.jit(partitioning.with_activation_sharding(
+                           make_train_step(model, optimizer, config), mesh, rules),
                        in_shardings=(layout.state, batch_sh), out_shardings=(layout.state, rep),
                        donate_argnums=(0,))
 

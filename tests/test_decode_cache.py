@@ -162,9 +162,9 @@ def test_token_by_token_equals_full_pass(dec_type, proj):
   flat = traverse_util.flatten_dict(cache, sep="/")
   for key in [k for k in flat if k.endswith("cached_key") or k.endswith("cached_value")]:
     buf = np.asarray(flat[key])
-    assert buf.shape == (BATCH, MAX_LEN, 4, 8), (key, buf.shape)
-    assert np.all(np.abs(buf[:, :TGT_LEN]).sum(axis=(2, 3)) > 0), key
-    assert np.all(buf[:, TGT_LEN:] == 0), key
+    assert buf.shape == (BATCH, 4, 8, MAX_LEN), (key, buf.shape)  # [batch, heads, hd, max_len]
+    assert np.all(np.abs(buf[..., :TGT_LEN]).sum(axis=(1, 2)) > 0), key
+    assert np.all(buf[..., TGT_LEN:] == 0), key
 
 
 def test_encoder_padding_matters():
@@ -246,7 +246,7 @@ def test_init_cache_layout(dec_type):
   for path, value in flat.items():
     assert np.all(np.asarray(value) == 0), path
     if path.endswith("cached_key") or path.endswith("cached_value"):
-      assert value.shape == (3, 5, 4, 8) and value.dtype == jnp.float32, (path, value.shape)
+      assert value.shape == (3, 4, 8, 5) and value.dtype == jnp.float32, (path, value.shape)
     else:
       assert path.endswith("cache_index") or path.endswith("position_index"), path
       assert value.shape == () and value.dtype == jnp.int32, path

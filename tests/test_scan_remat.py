@@ -198,7 +198,7 @@ def test_decode_with_the_scanned_cache_generates_the_same(name):
   cache = scanned.init_cache(6, 8)
   key = next(v for k, v in traverse_util.flatten_dict(cache, sep="/").items()
              if k.endswith("cached_key"))
-  assert key.shape[:2] == (6, 8)  # stored batch-major, like an unscanned cache
+  assert (key.shape[0], key.shape[-1]) == (6, 8)  # batch-major, max_len last, as unscanned
   for settings in (dict(num_beams=1), dict(num_beams=3, length_penalty=0.7),
                    dict(num_beams=2, num_return_sequences=2)):
     want = edjax.generate(model, params, **enc, max_length=8, **settings)

@@ -116,7 +116,7 @@ def check_decode_cache(variables: dict, decoder_input_ids) -> None:
   keys = [v for k, v in flat.items() if k.endswith("cached_key")]
   if not keys:
     return
-  batch, max_len = np.shape(keys[0])[:2]
+  batch, max_len = np.shape(keys[0])[0], np.shape(keys[0])[-1]  # [batch, ..., max_len]
   ids_batch, length = np.shape(decoder_input_ids)[:2]
   if ids_batch != batch:
     raise ValueError(f"decoder_input_ids has batch {ids_batch} but the decode cache was built for "

@@ -197,6 +197,16 @@ def runtime_options(config) -> dict:
               remat=getattr(config, "remat", "none"))
 
 
+def kv_to_storage(x: Array) -> Array:
+  """K or V [batch, len, heads, head_dim] -> the decode layout [batch, heads, head_dim, len]."""
+  return x.transpose(0, 2, 3, 1)
+
+
+def kv_from_storage(x: Array) -> Array:
+  """Inverse of `kv_to_storage`: [batch, heads, head_dim, len] -> [batch, len, heads, head_dim]."""
+  return x.transpose(0, 3, 1, 2)
+
+
 class Attention(nn.Module):
   """Multi-head attention: self (optionally causal with a static decode cache) or cross.
 
@@ -249,8 +259,8 @@ class Attention(nn.Module):
       k_len is the cache length.
     kv / kv_source: cross-attention keys and values (precomputed) or their source sequence.
     decode: self-attention with the static cache ('cache' collection: cached_key / cached_value
-      [batch, max_len, heads, head_dim] and cache_index); the first (init) call sizes the cache
-      from `hidden`'s length.
+      stored [batch, heads, head_dim, max_len] and cache_index); the first (init) call sizes the
+      cache from `hidden`'s length.
     causal: add the causal mask (self-attention of decoders).
     bias: an additive fp32 score bias broadcastable to [batch, heads, q_len, k_len], added after
       the scale together with the mask's bias: a relative-position bias [heads, q, k] (Swin,
@@ -264,18 +274,26 @@ class Attention(nn.Module):
       key, value = self.project_kv(hidden if kv_source is None else kv_source)
 
     if decode:
+      # K / V stored [batch, heads, head_dim, max_len], the layout XLA's CPU dot takes them in:
+      # stored as [batch, max_len, heads, head_dim] they were copied into it every step (12
+      # copies per beam-search step, a third of its op time; README, Benchmarks). Read back as
+      # [batch, max_len, heads, head_dim], the two transposes cancel in the compiled program.
       is_initialized = self.has_variable("cache", "cached_key")
-      cached_key = self.variable("cache", "cached_key", jnp.zeros, key.shape, key.dtype)
-      cached_value = self.variable("cache", "cached_value", jnp.zeros, value.shape, value.dtype)
+      cached_key = self.variable("cache", "cached_key", jnp.zeros,
+                                 kv_to_storage(key).shape, key.dtype)
+      cached_value = self.variable("cache", "cached_value", jnp.zeros,
+                                   kv_to_storage(value).shape, value.dtype)
       cache_index = self.variable("cache", "cache_index", lambda: jnp.array(0, jnp.int32))
       if is_initialized:
-        q_len, max_len = query.shape[1], cached_key.value.shape[1]
+        q_len, max_len = query.shape[1], cached_key.value.shape[-1]
         index = cache_index.value
-        key = jax.lax.dynamic_update_slice(cached_key.value, key.astype(cached_key.value.dtype),
-                                           (0, index, 0, 0))  # [batch, max_len, heads, head_dim]
-        value = jax.lax.dynamic_update_slice(cached_value.value,
-                                             value.astype(cached_value.value.dtype), (0, index, 0, 0))
-        cached_key.value, cached_value.value = key, value
+        stored_key = jax.lax.dynamic_update_slice(
+            cached_key.value, kv_to_storage(key).astype(cached_key.value.dtype), (0, 0, 0, index))
+        stored_value = jax.lax.dynamic_update_slice(
+            cached_value.value, kv_to_storage(value).astype(cached_value.value.dtype),
+            (0, 0, 0, index))
+        cached_key.value, cached_value.value = stored_key, stored_value
+        key, value = kv_from_storage(stored_key), kv_from_storage(stored_value)
         cache_index.value = index + q_len
         # The new queries sit at positions index.. of the cache: causal against all of it.
         mask = combine_masks(mask, causal_mask(q_len, max_len, offset=index))
@@ -438,14 +456,14 @@ STEP_STATIC_ARGNUMS = (6, 7, 8, 9, 10)  # causal, decode, deterministic, want_hi
 
 
 def _cache_to_storage(cache):
-  """Scanned cache (layer-major: cached_key [layers, batch, max_len, heads, head_dim], cache_index
-  [layers]) -> the stored layout (cached_key [batch, max_len, layers, heads, head_dim], one
-  scalar cache_index): batch-major rows like an unscanned cache, so beam search gathers rows
-  and `init_cache` / `check_decode_cache` read batch and length from the first two axes."""
+  """Scanned cache (layer-major: cached_key [layers, batch, heads, head_dim, max_len],
+  cache_index [layers]) -> the stored layout (cached_key [batch, layers, heads, head_dim,
+  max_len], one scalar cache_index): batch-major rows like an unscanned cache, so beam search
+  gathers rows and `check_decode_cache` reads batch and length from the first and last axes."""
   def to_storage(path, x):
     if path[-1].key == "cache_index":
       return x[0]  # every layer has seen the same tokens
-    return jnp.moveaxis(x, 0, 2)
+    return jnp.moveaxis(x, 0, 1)
   return jax.tree_util.tree_map_with_path(to_storage, cache)
 
 
@@ -454,7 +472,7 @@ def _cache_from_storage(cache, num_layers: int):
   def from_storage(path, x):
     if path[-1].key == "cache_index":
       return jnp.full((num_layers,), x, x.dtype)
-    return jnp.moveaxis(x, 2, 0)
+    return jnp.moveaxis(x, 1, 0)
   return jax.tree_util.tree_map_with_path(from_storage, cache)
 
 

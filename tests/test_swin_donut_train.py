@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 
+import flax.traverse_util as traverse_util
 import numpy as np
 import pytest
 from PIL import Image
@@ -16,6 +17,8 @@ from configs import donut as donut_config
 from configs import swin_bert as swin_bert_config
 from edjax import predict
 from edjax.data import ocr
+from edjax.model_configs import with_runtime_options
+from edjax.models.encoder_decoder import model_for_config
 from edjax.processing.images import ImageProcessor
 from edjax.processing.tokenizers import Tokenizer
 from edjax.train import trainer as train_lib
@@ -155,5 +158,17 @@ def test_donut_variants_build():
   assert pod.init_from == "naver-clova-ix/donut-base" and pod.compute_dtype == "bfloat16"
   pod_processor = ImageProcessor.from_dir(pod.data.image_processor)
   assert pod_processor.kind == "donut" and pod_processor.output_size == (2560, 1920)
+  assert pod.model.scan_layers and pod.model.remat == "full"  # README, Memory plan
+  # pod_shape: donut-base's architecture from config dicts, scanned stages in block pairs
+  shape = donut_config.get_config("pod_shape")
+  assert not shape.init_from and shape.model.scan_layers and shape.model.remat == "full"
+  both = train_lib.random_init_config(shape).replace(decoder_start_token_id=0, pad_token_id=1,
+                                                     eos_token_id=2)
+  model = model_for_config(with_runtime_options(both, **train_lib.model_runtime_options(shape)))
+  assert model.config.encoder.image_hw == (2560, 1920) and model.config.encoder.hidden_size == 1024
+  flat = traverse_util.flatten_dict(model.param_shapes(), sep="/")
+  stage3 = [v for k, v in flat.items()
+            if "layers_2/block_pairs/odd/" in k and k.endswith("fc_in/kernel")]
+  assert [np.shape(v)[0] for v in stage3] == [7]  # 14 blocks scanned as 7 pairs
   with pytest.raises(ValueError, match="unknown variant"):
     donut_config.get_config("nope")

@@ -42,7 +42,7 @@ import numpy as np
 from edjax import convert
 from edjax.convert import identity, linear, linear_rules, norm_rules, oihw_to_hwio, rule
 from edjax.model_configs import ConfigError, HFConfig
-from edjax.models import layers, registry
+from edjax.models import layers, registry, sharding
 from edjax.models.outputs import ModelOutput
 
 Array = jax.Array
@@ -449,10 +449,10 @@ class SwinBlockPair(nn.Module):
   def __call__(self, x: Array, rates: Array, dims: tuple[int, int], deterministic: bool,
                want_attentions: bool):
     """(x [batch, h*w, C], this pair's drop-path rates [2]) -> (x, odd block's probs | None)."""
-    x = layers.constrain_batch(x)  # the scan carry stays batch-sharded (GSPMD loses it here)
+    x = sharding.constrain_batch(x)  # the scan carry stays batch-sharded (GSPMD loses it here)
     x, _ = self.even(x, dims, deterministic, rates[0])
     y, probs = self.odd(x, dims, deterministic, rates[1])
-    return layers.constrain_batch(y.astype(x.dtype)), probs if want_attentions else None
+    return sharding.constrain_batch(y.astype(x.dtype)), probs if want_attentions else None
 
 
 def scanned_block_pairs(config: _SwinFields, stage: int, drop_path_rate: float,

@@ -11,7 +11,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from edjax.model_configs import ConfigError
-from edjax.models import layers
+from edjax.models import sharding as activation_sharding
 
 log = logging.getLogger("edjax")
 MESH_AXES = ("data", "fsdp", "tensor")
@@ -77,13 +77,13 @@ def param_shardings(logical_axes, shapes, mesh: Mesh, rules=DEFAULT_RULES):
 
 def with_activation_sharding(fn, mesh: Mesh, rules=DEFAULT_RULES):
   """`fn` traced with the batch's mesh axes in context, so the models' activation constraints
-  (`layers.constrain_batch`) shard like the batch; outside it they are no-ops (tests,
-  generate). Wrap a step before jax.jit."""
+  (`edjax.models.sharding.constrain_batch`) shard like the batch; outside it they are no-ops
+  (tests, generate). Wrap a step before jax.jit."""
   batch_axes = dict(rules).get("batch")
 
   @functools.wraps(fn)
   def traced_in_mesh(*args, **kwargs):
-    with layers.activation_batch_sharding(mesh, batch_axes):
+    with activation_sharding.activation_batch_sharding(mesh, batch_axes):
       return fn(*args, **kwargs)
   return traced_in_mesh
 

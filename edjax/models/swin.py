@@ -449,10 +449,11 @@ class SwinBlockPair(nn.Module):
   def __call__(self, x: Array, rates: Array, dims: tuple[int, int], deterministic: bool,
                want_attentions: bool):
     """(x [batch, h*w, C], this pair's drop-path rates [2]) -> (x, odd block's probs | None)."""
+    carry_dtype = x.dtype  # a scan carry keeps one dtype
     x = sharding.constrain_batch(x)  # the scan carry stays batch-sharded (GSPMD loses it here)
     x, _ = self.even(x, dims, deterministic, rates[0])
     y, probs = self.odd(x, dims, deterministic, rates[1])
-    return sharding.constrain_batch(y.astype(x.dtype)), probs if want_attentions else None
+    return sharding.constrain_batch(y.astype(carry_dtype)), probs if want_attentions else None
 
 
 def scanned_block_pairs(config: _SwinFields, stage: int, drop_path_rate: float,

@@ -38,11 +38,15 @@ from edjax.generation_settings import (  # noqa: F401  (public here, as before t
     _UNSET, HF_KEYWORDS, SETTING_NAMES, GenerationSettings, _start_token, resolve_settings)
 
 from edjax.model_configs import with_runtime_options
+from edjax.models.beam_slots import add_beam_slots
 from edjax.models.attention import check_attention_impl
 from edjax.models.encoder_decoder import model_for_config
 
 Array = jax.Array
 BEAM_MASK = -1.0e9  # HF's "never pick this" offset
+# Beam search reorders slot tables, not the K/V cache (edjax.models.beam_slots); off: the whole
+# cache is gathered by parent beam every step, as HF does (benchmarks compare both).
+BEAM_SLOTS = True
 
 
 @flax.struct.dataclass
@@ -224,6 +228,8 @@ def beam_search(tokens_to_logits: TokensToLogits, cache, batch: int, s: Generati
   top_beam_mask = jnp.arange(keep) < beams  # [keep]
   flat_start, cur_len0, limit = _start(s, prompt, batch * beams)
   prompt_len = cur_len0
+  if BEAM_SLOTS:  # the K/V cache stays in place, beams follow slot tables (edjax.models.beam_slots)
+    cache = add_beam_slots(cache, batch, beams)
   running = unflatten_beam_dim(flat_start, batch, beams)  # [batch, beams, length]
 
   def cond(st: BeamState) -> Array:
@@ -388,6 +394,32 @@ def head_layout_params(params, vocab: int) -> Callable[[], Any]:
   return step_params
 
 
+# Cross-attention K/V laid out [.., heads, head_dim, src_len] once, before the loop; off: as the
+# model returns them, [.., src_len, heads, head_dim] (benchmarks compare both).
+CROSS_KV_LAYOUT = True
+
+
+def cross_kv_for_steps(cross_kv) -> Callable[[Array], tuple[Any, Array]]:
+  """The cross-attention K/V for the decode steps: `step(tokens) -> (cross_kv, tokens)`.
+
+  XLA's CPU dots take K and V as [.., heads, head_dim, src_len] (the decode cache's layout,
+  `layers.kv_to_storage`); handed [.., src_len, heads, head_dim], the compiled loop copied every
+  layer's K and V into that layout on every step (12 copies of 1.5 MB per beam step at 8 x 128
+  inputs, ~18 % of its op time; README, Benchmarks). So they are transposed once, before the
+  loop, and each step reads them back through the inverse transpose, which cancels against the
+  dot's. The optimization barrier ties them to the step's tokens: without it XLA hoists the
+  loop-invariant inverse transpose out of the loop and the copies come back. Same values.
+  """
+  if not CROSS_KV_LAYOUT:
+    return lambda tokens: (cross_kv, tokens)
+  stored = jax.tree_util.tree_map(lambda x: jnp.moveaxis(x, -3, -1), cross_kv)
+
+  def step(tokens):
+    kv, tokens = jax.lax.optimization_barrier((stored, tokens))
+    return jax.tree_util.tree_map(lambda x: jnp.moveaxis(x, -1, -3), kv), tokens
+  return step
+
+
 def _generate_impl(model, s: GenerationSettings, params, inputs: dict, rng: Array,
                    prompt: DecoderPrompt | None = None) -> GenerateOutput:
   """Encoder once, cross-attention K/V once, the prompt prefill, then the search over a
@@ -402,10 +434,12 @@ def _generate_impl(model, s: GenerationSettings, params, inputs: dict, rng: Arra
                          method="cross_kv")
 
   step_params = head_layout_params(params, model.config.decoder.vocab_size)
+  step_cross_kv = cross_kv_for_steps(cross_kv)
 
   def tokens_to_logits(tokens: Array, cache) -> tuple[Array, Any]:
+    kv, tokens = step_cross_kv(tokens)
     out, mutated = model.apply({"params": step_params(), "cache": cache}, decoder_input_ids=tokens,
-                               cross_kv=cross_kv, encoder_attention_mask=encoder_mask,
+                               cross_kv=kv, encoder_attention_mask=encoder_mask,
                                decode=True, method="decode", mutable=["cache"])
     return out.logits[:, -1].astype(jnp.float32), mutated["cache"]  # [n, vocab]
 

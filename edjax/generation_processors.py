@@ -17,6 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from edjax.models import beam_slots
+
 if TYPE_CHECKING:  # a cycle otherwise: generation imports this module
   from edjax.generation import GenerationSettings
 
@@ -188,7 +190,10 @@ CACHE_ROW_GATHER = True  # off: take_along_axis on [batch, beams, ...] (benchmar
 
 def gather_cache_beams(cache, beam_indices: Array):
   """A decode cache with rows [batch * beams, ...] -> the rows of beams `beam_indices` [batch,
-  beams] (the parent of each new running beam); scalar leaves (cache indices) are shared."""
+  beams] (the parent of each new running beam); scalar leaves (cache indices) are shared. A
+  cache with beam slot tables (`edjax.models.beam_slots`) reorders only those."""
+  if beam_slots.has_beam_slots(cache):  # K/V stay in place; only the slot tables move
+    return beam_slots.reorder_beam_slots(cache, beam_indices)
   batch, beams = beam_indices.shape
   if CACHE_ROW_GATHER:
     rows = (beam_indices + (jnp.arange(batch) * beams)[:, None]).reshape(-1)  # [batch * beams]

@@ -120,6 +120,8 @@ def main() -> None:
     from edjax import generation, generation_processors
     print("\n| edjax variant | warm (s) | sequences identical |\n|---|---:|---|")
     variants = [("as shipped", None, None),
+                ("generation.BEAM_SLOTS flipped (the whole cache gathered per step)",
+                 (generation, "BEAM_SLOTS"), None),
                 ("generation.HEAD_LAYOUT flipped", (generation, "HEAD_LAYOUT"), None),
                 ("generation_processors.CACHE_ROW_GATHER flipped",
                  (generation_processors, "CACHE_ROW_GATHER"),

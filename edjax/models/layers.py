@@ -19,6 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from edjax.models import beam_slots
 from edjax.models.attention import dot_product_attention  # noqa: F401  (re-exported)
 from edjax.models.outputs import CausalLMOutput
 
@@ -282,6 +283,14 @@ class Attention(nn.Module):
       cached_value = self.variable("cache", "cached_value", jnp.zeros,
                                    kv_to_storage(value).shape, value.dtype)
       cache_index = self.variable("cache", "cache_index", lambda: jnp.array(0, jnp.int32))
+      if is_initialized and self.has_variable("cache", beam_slots.NAME):  # beam search
+        slots = self.variable("cache", beam_slots.NAME)
+        mask = combine_masks(mask, causal_mask(query.shape[1], cached_key.value.shape[-1],
+                                               offset=cache_index.value))
+        out, probs = beam_slots.decode_attention(
+            query, key, value, cached_key, cached_value, cache_index, slots, mask, bias,
+            self._scale(), self.dtype, self.config.attention_impl)
+        return self.out(out), probs
       if is_initialized:
         q_len, max_len = query.shape[1], cached_key.value.shape[-1]
         index = cache_index.value
@@ -426,14 +435,18 @@ class LayerStep(TransformerLayer):
 STEP_STATIC_ARGNUMS = (6, 7, 8, 9, 10)  # causal, decode, deterministic, want_hidden, want_attentions
 
 
+# Cache leaves every layer of a scanned stack holds the same value of: stored once.
+SHARED_CACHE_LEAVES = ("cache_index", beam_slots.NAME)
+
+
 def _cache_to_storage(cache):
   """Scanned cache (layer-major: cached_key [layers, batch, heads, head_dim, max_len],
   cache_index [layers]) -> the stored layout (cached_key [batch, layers, heads, head_dim,
   max_len], one scalar cache_index): batch-major rows like an unscanned cache, so beam search
   gathers rows and `check_decode_cache` reads batch and length from the first and last axes."""
   def to_storage(path, x):
-    if path[-1].key == "cache_index":
-      return x[0]  # every layer has seen the same tokens
+    if path[-1].key in SHARED_CACHE_LEAVES:
+      return x[0]  # every layer has seen the same tokens (and beams)
     return jnp.moveaxis(x, 0, 1)
   return jax.tree_util.tree_map_with_path(to_storage, cache)
 
@@ -441,8 +454,8 @@ def _cache_to_storage(cache):
 def _cache_from_storage(cache, num_layers: int):
   """Inverse of `_cache_to_storage`."""
   def from_storage(path, x):
-    if path[-1].key == "cache_index":
-      return jnp.full((num_layers,), x, x.dtype)
+    if path[-1].key in SHARED_CACHE_LEAVES:
+      return jnp.broadcast_to(x, (num_layers,) + x.shape)
     return jnp.moveaxis(x, 1, 0)
   return jax.tree_util.tree_map_with_path(from_storage, cache)
 

@@ -117,15 +117,14 @@ def main() -> None:
   print(f"\nsequences identical to transformers PyTorch: {same}; transformers Flax: {flax_note}")
 
   if args.ablate:  # what each decode-path change buys, measured in this run
-    from edjax import generation, generation_processors
+    from edjax import generation
     print("\n| edjax variant | warm (s) | sequences identical |\n|---|---:|---|")
     variants = [("as shipped", None, None),
                 ("generation.BEAM_SLOTS flipped (the whole cache gathered per step)",
                  (generation, "BEAM_SLOTS"), None),
+                ("generation.CROSS_KV_LAYOUT flipped (cross K/V as the model returns them)",
+                 (generation, "CROSS_KV_LAYOUT"), None),
                 ("generation.HEAD_LAYOUT flipped", (generation, "HEAD_LAYOUT"), None),
-                ("generation_processors.CACHE_ROW_GATHER flipped",
-                 (generation_processors, "CACHE_ROW_GATHER"),
-                 None),
                 ("attention_impl='xla'", None, "xla")]
     for name, switch, impl in variants:
       if switch is not None:  # module switches are read at trace time: retrace with it flipped

@@ -5,7 +5,8 @@ tables, causal + padding masks, every backend's path); its einsum path reads the
 place (no gather in the compiled program); a beam reorder moves only the slot tables; and whole
 beam searches (BERT, GPT-2 and BART decoders, scanned, a decoder prompt, output_scores) give the
 same sequences and scores with the slots as with the per-step cache reorder, whose HF parity
-tests/test_generate.py checks.
+tests/test_generate.py checks. The cross-attention K/V laid out for the decode steps
+(`generation.CROSS_KV_LAYOUT`) generate the same as well.
 """
 
 from __future__ import annotations
@@ -133,8 +134,8 @@ def _model(name: str, **options):
   return model, params
 
 
-def _search(model, params, slots: bool, monkeypatch, **settings):
-  monkeypatch.setattr(generation, "BEAM_SLOTS", slots)
+def _search(model, params, slots: bool, monkeypatch, switch: str = "BEAM_SLOTS", **settings):
+  monkeypatch.setattr(generation, switch, slots)
   jax.clear_caches()  # the switch is read at trace time
   rng = np.random.default_rng(0)
   ids = rng.integers(4, 99, (3, 9)).astype(np.int32)
@@ -165,3 +166,16 @@ def test_beam_search_with_slots_equals_the_cache_reorder(name, options, settings
     # a hypothesis switched rows mid-search (a parent other than itself): slots were reordered
     steps = [row[row >= 0] for row in slotted.beam_indices]
     assert any(len(np.unique(row[1:])) > 1 for row in steps)
+
+
+@pytest.mark.parametrize("options", [{}, dict(scan_layers=True)])
+def test_cross_kv_laid_out_before_the_loop_generates_the_same(options, monkeypatch):
+  """generation.CROSS_KV_LAYOUT (cross-attention K/V stored [.., heads, head_dim, src] for the
+  steps) against K/V as the model returns them, greedy and beam search."""
+  model, params = _model("bert2gpt2", **options)
+  for settings in (dict(num_beams=1, output_scores=True), dict(num_beams=3)):
+    plain = _search(model, params, False, monkeypatch, "CROSS_KV_LAYOUT", **settings)
+    laid = _search(model, params, True, monkeypatch, "CROSS_KV_LAYOUT", **settings)
+    np.testing.assert_array_equal(laid.sequences, plain.sequences)
+    np.testing.assert_allclose(laid.scores, plain.scores, atol=1e-5)
+    assert (plain.sequences[:, 1:] != 1).any()

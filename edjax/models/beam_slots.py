@@ -5,15 +5,15 @@ each new beam gets a copy of its parent's K/V history, 2 x layers x [rows, heads
 max_len] per step (38 MB for MiniLM at 8 inputs x 4 beams and max_len 65).
 
 Here nothing is copied. Step t writes beam j's K/V for position t into beam j's own storage
-column (cache row b * beams + j), as before. A small table per input, `beam_slots` [batch, beams, max_len] int32, says for
-each running beam which storage column holds each position of its history:
-slot[b, j, t] = the column that holds position t of beam j's history. A step writes j at the
-positions it just stored; the beam reorder gathers only the table (each new beam takes its
-parent's), so no K/V moves. Attention reads, for beam j, position t from column slot[b, j, t]:
-every query beam of an input scores against all `beams` columns of that input, and positions
-that are not in its history get a -inf bias, so the softmax gives them exactly 0. The rest is
-the plain attention's math: the same unmasked scores, maximum and probabilities; only the order
-of the softmax sum and of the P @ V sum over the zeros differs (float rounding).
+column (cache row b * beams + j), as before. A small table per input, `beam_slots` [batch,
+beams, max_len] int32, says for each running beam which column holds each position of its
+history: slot[b, j, t] = the column that holds position t of beam j's history. A step writes j
+at the positions it just stored; the beam reorder gathers only the table (each new beam takes
+its parent's), so no K/V moves. Attention reads, for beam j, position t from column
+slot[b, j, t]: every query beam of an input scores against all `beams` columns of that input,
+and positions that are not in its history get a -inf bias, so the softmax gives them exactly 0.
+The rest is the plain attention's math: the same unmasked scores, maximum and probabilities;
+only the order of the softmax sum and of the P @ V sum over the zeros differs (float rounding).
 
 Columns are written once per position and never overwritten below the current length, so every
 slot an ancestor points to stays valid. The table starts at slot[b, j, :] = j: the prompt

@@ -198,7 +198,7 @@ def gather_cache_beams(cache, beam_indices: Array):
   if CACHE_ROW_GATHER:
     rows = (beam_indices + (jnp.arange(batch) * beams)[:, None]).reshape(-1)  # [batch * beams]
 
-    def take_rows(x):  # whole contiguous rows [heads, head_dim, max_len]: a row-wise copy
+    def take_rows(x):  # whole contiguous rows [heads, ..., max_len ...]: a row-wise copy
       return x if x.ndim == 0 else jnp.take(x, rows, axis=0, mode="clip")
     return jax.tree_util.tree_map(take_rows, cache)
 

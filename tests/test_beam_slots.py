@@ -36,7 +36,7 @@ def _slot_case(q_len: int, index: int, seed: int = 0):
   rows = BATCH * BEAMS
   query = jnp.asarray(rng.normal(size=(rows, q_len, HEADS, HEAD_DIM)), jnp.float32)
   key = jnp.asarray(rng.normal(size=(rows, HEADS, HEAD_DIM, MAX_LEN)), jnp.float32)
-  value = jnp.asarray(rng.normal(size=(rows, HEADS, HEAD_DIM, MAX_LEN)), jnp.float32)
+  value = jnp.asarray(rng.normal(size=(rows, HEADS, MAX_LEN, HEAD_DIM)), jnp.float32)  # V layout
   slots = jnp.asarray(rng.integers(0, BEAMS, (BATCH, BEAMS, MAX_LEN)), jnp.int32)
   slots = slots.at[:, :, index:index + q_len].set(jnp.arange(BEAMS)[None, :, None])  # own
   padding = np.ones((rows, 1, 1, MAX_LEN), bool)
@@ -47,7 +47,8 @@ def _slot_case(q_len: int, index: int, seed: int = 0):
 
 
 def _history(stored: np.ndarray, slots: np.ndarray) -> np.ndarray:
-  """numpy: each beam's history [rows, max_len, heads, head_dim] from its slot table."""
+  """numpy: each beam's history [rows, max_len, heads, head_dim] from its slot table and the
+  stored [rows, heads, head_dim, max_len] (K's layout; V's transposed to it)."""
   out = np.zeros((BATCH * BEAMS, MAX_LEN, HEADS, HEAD_DIM), np.float32)
   for b in range(BATCH):
     for g in range(BEAMS):
@@ -63,7 +64,7 @@ def test_slot_attention_equals_attention_over_each_beams_history(q_len, index, i
   out, probs = beam_slots.attention(query, key, value, slots, mask, None,
                                     0.35, jnp.float32, impl)
   hist_k = _history(np.asarray(key), np.asarray(slots))
-  hist_v = _history(np.asarray(value), np.asarray(slots))
+  hist_v = _history(np.asarray(value).transpose(0, 1, 3, 2), np.asarray(slots))
   want_out, want_probs = dot_product_attention(query, jnp.asarray(hist_k), jnp.asarray(hist_v),
                                                None, 0.35, None, 0.0, jnp.float32, mask=mask)
   np.testing.assert_allclose(np.asarray(out), np.asarray(want_out), atol=1e-6, rtol=1e-6)
@@ -76,10 +77,10 @@ def test_slot_attention_with_a_bias_reads_the_history_through_a_gather():
   bias = jnp.asarray(np.random.default_rng(1).normal(size=(1, HEADS, 1, MAX_LEN)), jnp.float32)
   out, _ = beam_slots.attention(query, key, value, slots, mask, bias, 0.35,
                                 jnp.float32)
+  hist_v = _history(np.asarray(value).transpose(0, 1, 3, 2), np.asarray(slots))
   want, _ = dot_product_attention(
-      query, jnp.asarray(_history(np.asarray(key), np.asarray(slots))),
-      jnp.asarray(_history(np.asarray(value), np.asarray(slots))), bias, 0.35, None, 0.0,
-      jnp.float32, mask=mask)
+      query, jnp.asarray(_history(np.asarray(key), np.asarray(slots))), jnp.asarray(hist_v), bias,
+      0.35, None, 0.0, jnp.float32, mask=mask)
   np.testing.assert_allclose(np.asarray(out), np.asarray(want), atol=1e-6, rtol=1e-6)
 
 

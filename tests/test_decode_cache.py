@@ -162,6 +162,9 @@ def test_token_by_token_equals_full_pass(dec_type, proj):
   flat = traverse_util.flatten_dict(cache, sep="/")
   for key in [k for k in flat if k.endswith("cached_key") or k.endswith("cached_value")]:
     buf = np.asarray(flat[key])
+    if key.endswith("cached_value"):  # [batch, heads, max_len, hd] -> K's [batch, heads, hd, max_len]
+      assert buf.shape == (BATCH, 4, MAX_LEN, 8), (key, buf.shape)
+      buf = buf.transpose(0, 1, 3, 2)
     assert buf.shape == (BATCH, 4, 8, MAX_LEN), (key, buf.shape)  # [batch, heads, hd, max_len]
     assert np.all(np.abs(buf[..., :TGT_LEN]).sum(axis=(1, 2)) > 0), key
     assert np.all(buf[..., TGT_LEN:] == 0), key
@@ -245,8 +248,9 @@ def test_init_cache_layout(dec_type):
   assert len(keys) == model.config.decoder.num_layers == 2
   for path, value in flat.items():
     assert np.all(np.asarray(value) == 0), path
-    if path.endswith("cached_key") or path.endswith("cached_value"):
-      assert value.shape == (3, 4, 8, 5) and value.dtype == jnp.float32, (path, value.shape)
+    if path.endswith("cached_key") or path.endswith("cached_value"):  # K: [b, heads, hd, len]
+      want = (3, 4, 8, 5) if path.endswith("cached_key") else (3, 4, 5, 8)  # V: [b, heads, len, hd]
+      assert value.shape == want and value.dtype == jnp.float32, (path, value.shape)
     else:
       assert path.endswith("cache_index") or path.endswith("position_index"), path
       assert value.shape == () and value.dtype == jnp.int32, path

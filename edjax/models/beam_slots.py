@@ -1,8 +1,8 @@
 """Beam search without moving the decode cache: every beam's K/V stay where they were written.
 
 HF (and edjax before this) reorder the whole self-attention cache after every beam-search step:
-each new beam gets a copy of its parent's K/V history, 2 x layers x [rows, heads, head_dim,
-max_len] per step (38 MB for MiniLM at 8 inputs x 4 beams and max_len 65).
+each new beam gets a copy of its parent's K/V history, 2 x layers x rows x heads x head_dim x
+max_len floats per step (38 MB for MiniLM at 8 inputs x 4 beams and max_len 65).
 
 Here nothing is copied. Step t writes beam j's K/V for position t into beam j's own storage
 column (cache row b * beams + j), as before. A small table per input, `beam_slots` [batch,
@@ -19,13 +19,14 @@ Columns are written once per position and never overwritten below the current le
 slot an ancestor points to stays valid. The table starts at slot[b, j, :] = j: the prompt
 prefill before the search wrote each beam's own column, and all beams of an input share it.
 
-The K/V stay in the decode cache's layout, [batch * beams, heads, head_dim, max_len], read as
-[batch, beams, heads, head_dim, max_len]: (input, column, head) is the batch of both attention
-dots, so XLA's CPU dots read them in place (no copy); each query beam's P @ V is summed over the
-columns afterwards. (Grouping the cache as [batch, heads, head_dim, beams, max_len], so that one
-dot contracts columns and positions together, measured the same: 2.16 / 2.23 s vs 2.23 / 2.17 s
-for the README's beam search, and was not kept.) The table lives in the 'cache' collection next
-to cached_key / cached_value; a scanned stack stores it once, like cache_index.
+The K/V stay in the decode cache's layouts (K [batch * beams, heads, head_dim, max_len], V
+[batch * beams, heads, max_len, head_dim]), read as [batch, beams, ...]: (input, column, head)
+is the batch of both attention dots, so XLA's CPU dots read them in place (no copy); each query
+beam's P @ V is summed over the columns afterwards. (Grouping the cache as [batch, heads,
+head_dim, beams, max_len], so that one dot contracts columns and positions together, measured
+the same: 2.16 / 2.23 s vs 2.23 / 2.17 s for the README's beam search, and was not kept.) The
+table lives in the 'cache' collection next to cached_key / cached_value; a scanned stack stores
+it once, like cache_index.
 """
 
 from __future__ import annotations
@@ -94,11 +95,11 @@ def decode_attention(query: Array, key: Array, value: Array, cached_key, cached_
   q_len = query.shape[1]
   index = cache_index.value
 
-  def store(cached, new):  # [b*g, q, heads, hd] -> [b*g, heads, hd, q] at positions index..
-    new = new.transpose(0, 2, 3, 1).astype(cached.value.dtype)
-    cached.value = jax.lax.dynamic_update_slice(cached.value, new, (0, 0, 0, index))
-  store(cached_key, key)
-  store(cached_value, value)
+  cached_key.value = jax.lax.dynamic_update_slice(  # [b*g, heads, hd, q] at positions index..
+      cached_key.value, key.transpose(0, 2, 3, 1).astype(cached_key.value.dtype), (0, 0, 0, index))
+  cached_value.value = jax.lax.dynamic_update_slice(  # [b*g, heads, q, hd] at positions index..
+      cached_value.value, value.transpose(0, 2, 1, 3).astype(cached_value.value.dtype),
+      (0, 0, index, 0))
   own = jnp.broadcast_to(jnp.arange(beams, dtype=jnp.int32)[None, :, None], (batch, beams, q_len))
   slots.value = jax.lax.dynamic_update_slice(slots.value, own, (0, 0, index))
   cache_index.value = index + q_len
@@ -107,8 +108,9 @@ def decode_attention(query: Array, key: Array, value: Array, cached_key, cached_
 
 
 def read_rows(stored: Array, slots: Array) -> Array:
-  """Each beam's history as a plain row: stored K or V [batch * beams, heads, head_dim,
-  max_len], slots [batch, beams, max_len] -> [batch * beams, max_len, heads, head_dim]."""
+  """Each beam's history as a plain row: stored K [batch * beams, heads, head_dim, max_len] (V:
+  pass it transposed to that), slots [batch, beams, max_len] -> [batch * beams, max_len, heads,
+  head_dim]."""
   batch, beams, max_len = slots.shape
   grouped = stored.reshape(batch, beams, *stored.shape[1:])  # [b, beams, heads, hd, len]
   rows = jnp.take_along_axis(grouped, slots[:, :, None, None, :], axis=1)
@@ -120,11 +122,12 @@ def attention(query: Array, key: Array, value: Array, slots: Array, mask: Array 
               impl: str = "einsum") -> tuple[Array, Array]:
   """Decode attention over a slotted cache.
 
-  query [batch * beams, q_len, heads, head_dim]; key / value: the stored cache [batch * beams,
-  heads, head_dim, max_len]; slots [batch, beams, max_len]; mask bool, broadcastable to
-  [batch * beams, heads, q_len, max_len] (True = attend); bias: additive or None. Returns (out
-  [batch * beams, q_len, heads, head_dim], probs [batch * beams, heads, q_len, max_len] fp32):
-  the values of `dot_product_attention` over each beam's history.
+  query [batch * beams, q_len, heads, head_dim]; key / value: the stored cache, K [batch * beams,
+  heads, head_dim, max_len] and V [batch * beams, heads, max_len, head_dim]; slots [batch, beams,
+  max_len]; mask bool, broadcastable to [batch * beams, heads, q_len, max_len] (True = attend);
+  bias: additive or None. Returns (out [batch * beams, q_len, heads, head_dim], probs [batch *
+  beams, heads, q_len, max_len] fp32): the values of `dot_product_attention` over each beam's
+  history.
 
   'einsum' without a bias scores the query beams against their input's beams x max_len columns
   in place. Other impls, or a bias, read each beam's history with a gather (`read_rows`) and
@@ -133,14 +136,15 @@ def attention(query: Array, key: Array, value: Array, slots: Array, mask: Array 
   rows, q_len, heads, head_dim = query.shape
   batch, beams, max_len = slots.shape
   if impl != "einsum" or bias is not None:
-    return dot_product_attention(query, read_rows(key, slots), read_rows(value, slots), bias,
+    return dot_product_attention(query, read_rows(key, slots),
+                                 read_rows(value.transpose(0, 1, 3, 2), slots), bias,
                                  scale, None, 0.0, dtype, mask=mask, impl=impl)
   # Query beams g against the stored columns s of the same input; (b, s, heads) is the dots'
   # batch, so K and V are read in the stored layout. The query is broadcast over s (small).
   q = query.reshape(batch, beams, q_len, heads, head_dim)
   q = jnp.broadcast_to(q[:, None], (batch, beams) + q.shape[1:])  # [b, s, g, q, heads, hd]
   k = key.reshape(batch, beams, heads, head_dim, max_len)  # [b, s, heads, hd, len]
-  v = value.reshape(batch, beams, heads, head_dim, max_len)
+  v = value.reshape(batch, beams, heads, max_len, head_dim)  # [b, s, heads, len, hd]
   scores = jnp.einsum("bsgqhd,bshdl->bshgql", q, k,
                       preferred_element_type=jnp.float32) * scale  # [b, s, heads, g, q, len]
   own = slots[:, None, None, :, None, :] == jnp.arange(beams)[None, :, None, None, None, None]
@@ -154,7 +158,7 @@ def attention(query: Array, key: Array, value: Array, slots: Array, mask: Array 
   # weight even in a fully masked row, which then averages its own history as HF's does.
   scores = scores + jnp.where(own, jnp.where(mask, 0.0, MASK_VALUE), -jnp.inf).astype(jnp.float32)
   probs = jax.nn.softmax(scores, axis=(1, 5))  # over each beam's history: (column, position)
-  out = jnp.einsum("bshgql,bshdl->bshgqd", probs.astype(dtype), v,
+  out = jnp.einsum("bshgql,bshld->bshgqd", probs.astype(dtype), v,
                    preferred_element_type=jnp.float32).sum(axis=1)  # [b, heads, g, q, hd]
   out = out.astype(dtype).transpose(0, 2, 3, 1, 4)  # [b, g, q, heads, hd]
   probs = probs.sum(axis=1).transpose(0, 2, 1, 3, 4)  # [b, g, heads, q, len]

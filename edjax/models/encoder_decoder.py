@@ -267,8 +267,9 @@ class EncoderDecoderModel:
   def init_cache(self, batch_size: int, max_length: int) -> dict:
     """A zeroed decode cache for `batch_size` sequences of up to `max_length` decoder tokens.
 
-    Per decoder self-attention layer: cached_key / cached_value [batch, heads, head_dim, max_len]
-    (scan_layers: [batch, layers, heads, head_dim, max_len]) and cache_index; per decoder:
+    Per decoder self-attention layer: cached_key [batch, heads, head_dim, max_len] and
+    cached_value [batch, heads, max_len, head_dim] (scan_layers: a `layers` axis after batch)
+    and cache_index; per decoder:
     position_index. Use it as
     `model.apply({"params": params, "cache": cache}, decoder_input_ids=ids, cross_kv=kv,
     decode=True, method="decode", mutable=["cache"])`, feeding one or more new tokens per call.

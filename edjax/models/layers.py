@@ -197,8 +197,18 @@ def runtime_options(config) -> dict:
 
 
 def kv_to_storage(x: Array) -> Array:
-  """K or V [batch, len, heads, head_dim] -> the decode layout [batch, heads, head_dim, len]."""
+  """K [batch, len, heads, head_dim] -> its decode layout [batch, heads, head_dim, len]."""
   return x.transpose(0, 2, 3, 1)
+
+
+def v_to_storage(x: Array) -> Array:
+  """V [batch, len, heads, head_dim] -> the decode layout [batch, heads, len, head_dim]."""
+  return x.transpose(0, 2, 1, 3)
+
+
+def v_from_storage(x: Array) -> Array:
+  """Inverse of `v_to_storage` (the same transpose)."""
+  return x.transpose(0, 2, 1, 3)
 
 
 def kv_from_storage(x: Array) -> Array:
@@ -258,7 +268,8 @@ class Attention(nn.Module):
       k_len is the cache length.
     kv / kv_source: cross-attention keys and values (precomputed) or their source sequence.
     decode: self-attention with the static cache ('cache' collection: cached_key / cached_value
-      stored [batch, heads, head_dim, max_len] and cache_index); the first (init) call sizes the
+      stored [batch, heads, head_dim, max_len] / [batch, heads, max_len, head_dim] and
+      cache_index); the first (init) call sizes the
       cache from `hidden`'s length.
     causal: add the causal mask (self-attention of decoders).
     bias: an additive fp32 score bias broadcastable to [batch, heads, q_len, k_len], added after
@@ -273,15 +284,17 @@ class Attention(nn.Module):
       key, value = self.project_kv(hidden if kv_source is None else kv_source)
 
     if decode:
-      # K / V stored [batch, heads, head_dim, max_len], the layout XLA's CPU dot takes them in:
-      # stored as [batch, max_len, heads, head_dim] they were copied into it every step (12
-      # copies per beam-search step, a third of its op time; README, Benchmarks). Read back as
-      # [batch, max_len, heads, head_dim], the two transposes cancel in the compiled program.
+      # K stored [batch, heads, head_dim, max_len] and V [batch, heads, max_len, head_dim], the
+      # layouts XLA's CPU dots take them in (Q K^T and P V): stored as [batch, max_len, heads,
+      # head_dim] they were copied every step (12 copies per beam-search step, a third of its op
+      # time; README, Benchmarks). Read back as [batch, max_len, heads, head_dim], the
+      # transposes cancel in the compiled program. V's layout also makes its per-step write
+      # contiguous (K's is strided: 0.10 of the beam search's 0.18 s of cache writes went).
       is_initialized = self.has_variable("cache", "cached_key")
       cached_key = self.variable("cache", "cached_key", jnp.zeros,
                                  kv_to_storage(key).shape, key.dtype)
       cached_value = self.variable("cache", "cached_value", jnp.zeros,
-                                   kv_to_storage(value).shape, value.dtype)
+                                   v_to_storage(value).shape, value.dtype)
       cache_index = self.variable("cache", "cache_index", lambda: jnp.array(0, jnp.int32))
       if is_initialized and self.has_variable("cache", beam_slots.NAME):  # beam search
         slots = self.variable("cache", beam_slots.NAME)
@@ -297,10 +310,10 @@ class Attention(nn.Module):
         stored_key = jax.lax.dynamic_update_slice(
             cached_key.value, kv_to_storage(key).astype(cached_key.value.dtype), (0, 0, 0, index))
         stored_value = jax.lax.dynamic_update_slice(
-            cached_value.value, kv_to_storage(value).astype(cached_value.value.dtype),
-            (0, 0, 0, index))
+            cached_value.value, v_to_storage(value).astype(cached_value.value.dtype),
+            (0, 0, index, 0))
         cached_key.value, cached_value.value = stored_key, stored_value
-        key, value = kv_from_storage(stored_key), kv_from_storage(stored_value)
+        key, value = kv_from_storage(stored_key), v_from_storage(stored_value)
         cache_index.value = index + q_len
         # The new queries sit at positions index.. of the cache: causal against all of it.
         mask = combine_masks(mask, causal_mask(q_len, max_len, offset=index))
@@ -440,7 +453,7 @@ SHARED_CACHE_LEAVES = ("cache_index", beam_slots.NAME)
 
 
 def _cache_to_storage(cache):
-  """Scanned cache (layer-major: cached_key [layers, batch, heads, head_dim, max_len],
+  """Scanned cache (layer-major: cached_key [layers, batch, heads, head_dim, max_len], likewise V,
   cache_index [layers]) -> the stored layout (cached_key [batch, layers, heads, head_dim,
   max_len], one scalar cache_index): batch-major rows like an unscanned cache, so beam search
   gathers rows and `check_decode_cache` reads batch and length from the first and last axes."""

@@ -402,7 +402,7 @@ CROSS_KV_LAYOUT = True
 def cross_kv_for_steps(cross_kv) -> Callable[[Array], tuple[Any, Array]]:
   """The cross-attention K/V for the decode steps: `step(tokens) -> (cross_kv, tokens)`.
 
-  XLA's CPU dots take K and V as [.., heads, head_dim, src_len] (the decode cache's layout,
+  XLA's CPU dots took both K and V as [.., heads, head_dim, src_len] (K's decode-cache layout,
   `layers.kv_to_storage`); handed [.., src_len, heads, head_dim], the compiled loop copied every
   layer's K and V into that layout on every step (12 copies of 1.5 MB per beam step at 8 x 128
   inputs, ~18 % of its op time; README, Benchmarks). So they are transposed once, before the

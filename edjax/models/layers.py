@@ -267,9 +267,9 @@ class Attention(nn.Module):
     mask: bool, broadcastable to [batch, heads, q_len, k_len] (True = attend); in decode mode
       k_len is the cache length.
     kv / kv_source: cross-attention keys and values (precomputed) or their source sequence.
-    decode: self-attention with the static cache ('cache' collection: cached_key / cached_value
-      stored [batch, heads, head_dim, max_len] / [batch, heads, max_len, head_dim] and
-      cache_index); the first (init) call sizes the
+    decode: self-attention with the static cache ('cache' collection: cached_key stored [batch,
+      heads, head_dim, max_len], cached_value [batch, heads, max_len, head_dim], cache_index;
+      with a beam slot table, `beam_slots.decode_attention`); the first (init) call sizes the
       cache from `hidden`'s length.
     causal: add the causal mask (self-attention of decoders).
     bias: an additive fp32 score bias broadcastable to [batch, heads, q_len, k_len], added after
@@ -289,7 +289,7 @@ class Attention(nn.Module):
       # head_dim] they were copied every step (12 copies per beam-search step, a third of its op
       # time; README, Benchmarks). Read back as [batch, max_len, heads, head_dim], the
       # transposes cancel in the compiled program. V's layout also makes its per-step write
-      # contiguous (K's is strided: 0.10 of the beam search's 0.18 s of cache writes went).
+      # contiguous (K's is strided); the beam search's cache writes went from 0.18 to 0.10 s.
       is_initialized = self.has_variable("cache", "cached_key")
       cached_key = self.variable("cache", "cached_key", jnp.zeros,
                                  kv_to_storage(key).shape, key.dtype)

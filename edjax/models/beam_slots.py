@@ -80,31 +80,12 @@ def reorder_beam_slots(cache, parents: Array):
   return _map_self_attention_caches(cache, reorder)
 
 
-def decode_attention(query: Array, key: Array, value: Array, cached_key, cached_value,
-                     cache_index, slots, mask: Array, bias: Array | None, scale: float,
-                     dtype: Any, impl: str) -> tuple[Array, Array]:
-  """One decode step of self-attention on a slotted cache (`layers.Attention`'s decode branch).
-
-  query / key / value [batch * beams, q_len, heads, head_dim]: the new tokens'; cached_key /
-  cached_value / cache_index / slots: the flax cache variables; mask: causal (and padding) over
-  the cache's positions. Stores the new K/V in each beam's own column at positions index..,
-  marks them in its slot table, advances the index, and returns `attention` over each beam's
-  history.
-  """
-  batch, beams, _ = slots.value.shape
-  q_len = query.shape[1]
-  index = cache_index.value
-
-  cached_key.value = jax.lax.dynamic_update_slice(  # [b*g, heads, hd, q] at positions index..
-      cached_key.value, key.transpose(0, 2, 3, 1).astype(cached_key.value.dtype), (0, 0, 0, index))
-  cached_value.value = jax.lax.dynamic_update_slice(  # [b*g, heads, q, hd] at positions index..
-      cached_value.value, value.transpose(0, 2, 1, 3).astype(cached_value.value.dtype),
-      (0, 0, index, 0))
-  own = jnp.broadcast_to(jnp.arange(beams, dtype=jnp.int32)[None, :, None], (batch, beams, q_len))
-  slots.value = jax.lax.dynamic_update_slice(slots.value, own, (0, 0, index))
-  cache_index.value = index + q_len
-  return attention(query, cached_key.value, cached_value.value, slots.value, mask, bias, scale,
-                   dtype, impl)
+def write_own_slots(slots: Array, index: Array, q_len: int) -> Array:
+  """slots [batch, beams, max_len] with positions index .. index + q_len - 1 set to each beam's
+  own column: the decode step just stored its new K/V there (`layers.Attention`)."""
+  batch, beams, _ = slots.shape
+  own = jnp.broadcast_to(jnp.arange(beams, dtype=slots.dtype)[None, :, None], (batch, beams, q_len))
+  return jax.lax.dynamic_update_slice(slots, own, (0, 0, index))
 
 
 def read_rows(stored: Array, slots: Array) -> Array:

@@ -269,7 +269,7 @@ class Attention(nn.Module):
     kv / kv_source: cross-attention keys and values (precomputed) or their source sequence.
     decode: self-attention with the static cache ('cache' collection: cached_key stored [batch,
       heads, head_dim, max_len], cached_value [batch, heads, max_len, head_dim], cache_index;
-      with a beam slot table, `beam_slots.decode_attention`); the first (init) call sizes the
+      with a beam slot table, `beam_slots.attention`); the first (init) call sizes the
       cache from `hidden`'s length.
     causal: add the causal mask (self-attention of decoders).
     bias: an additive fp32 score bias broadcastable to [batch, heads, q_len, k_len], added after
@@ -296,14 +296,6 @@ class Attention(nn.Module):
       cached_value = self.variable("cache", "cached_value", jnp.zeros,
                                    v_to_storage(value).shape, value.dtype)
       cache_index = self.variable("cache", "cache_index", lambda: jnp.array(0, jnp.int32))
-      if is_initialized and self.has_variable("cache", beam_slots.NAME):  # beam search
-        slots = self.variable("cache", beam_slots.NAME)
-        mask = combine_masks(mask, causal_mask(query.shape[1], cached_key.value.shape[-1],
-                                               offset=cache_index.value))
-        out, probs = beam_slots.decode_attention(
-            query, key, value, cached_key, cached_value, cache_index, slots, mask, bias,
-            self._scale(), self.dtype, self.config.attention_impl)
-        return self.out(out), probs
       if is_initialized:
         q_len, max_len = query.shape[1], cached_key.value.shape[-1]
         index = cache_index.value
@@ -318,6 +310,13 @@ class Attention(nn.Module):
         # The new queries sit at positions index.. of the cache: causal against all of it.
         mask = combine_masks(mask, causal_mask(q_len, max_len, offset=index))
         causal = False
+        if self.has_variable("cache", beam_slots.NAME):  # beam search: the cache is not reordered
+          slots = self.variable("cache", beam_slots.NAME)
+          slots.value = beam_slots.write_own_slots(slots.value, index, q_len)
+          out, probs = beam_slots.attention(query, stored_key, stored_value, slots.value, mask,
+                                            bias, self._scale(), self.dtype,
+                                            self.config.attention_impl)
+          return self.out(out), probs
     if causal:
       mask = combine_masks(mask, causal_mask(query.shape[1], key.shape[1]))
 

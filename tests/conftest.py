@@ -18,13 +18,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # tests start (they inherit the environment): many tests compile the same tiny programs (the
 # smoke configs' train / eval / generate steps), and a cache hit skips XLA entirely. The size
 # cap turns on jax's file lock around reads and writes, so parallel workers never read a
-# half-written entry. Compiled code is the same with or without it. OFF by default since
-# 2026-12-03: in two fresh-clone runs of the whole suite an xdist worker segfaulted inside jax's
-# cache write (`executable.serialize()` in compilation_cache.put_executable_and_time) at the same
-# test (test_xlmr's camembert2gpt2 beam search), which passes alone and in smaller -n 2 runs with
-# a fresh cache; the cause is not found. EDJAX_TEST_JAX_CACHE=1 turns it on,
-# JAX_COMPILATION_CACHE_DIR moves it.
-if os.environ.get("EDJAX_TEST_JAX_CACHE", "0") == "1":
+# half-written entry. Compiled code is the same with or without it; EDJAX_TEST_JAX_CACHE=0
+# turns it off, JAX_COMPILATION_CACHE_DIR moves it.
+if os.environ.get("EDJAX_TEST_JAX_CACHE", "1") != "0":
   os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(REPO, ".cache", "jax-tests"))
   os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
   os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")

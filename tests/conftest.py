@@ -37,6 +37,7 @@ if os.environ.get("EDJAX_TEST_XLA_OPT", "0") != "1" and (
     "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", "")):
   os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {XLA_O0_FLAG}".strip()
 
+import gc  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 
@@ -79,6 +80,43 @@ def pytest_collection_modifyitems(config, items):
         item.add_marker(pytest.mark.slow)
     if module in SLOW_MODULES:
       item.add_marker(pytest.mark.slow)
+
+
+def memory_map_count() -> int:
+  """How many memory mappings this process holds (lines of /proc/self/maps); 0 off Linux."""
+  try:
+    with open("/proc/self/maps", "rb") as f:
+      return sum(1 for _ in f)
+  except OSError:
+    return 0
+
+
+def max_map_count() -> int:
+  """The kernel's cap on one process's memory mappings (vm.max_map_count, 65530 by default)."""
+  try:
+    with open("/proc/sys/vm/max_map_count") as f:
+      return int(f.read())
+  except (OSError, ValueError):
+    return 65530
+
+
+# Each program XLA's CPU backend compiles holds ~10 memory mappings (its JIT-ed code and data
+# sections) for as long as JAX caches it (150 tiny programs: +1,400 mappings). An xdist worker
+# that runs ~450 tests of compiles passes the kernel's vm.max_map_count (65530), and the next
+# mmap fails inside LLVM: the worker segfaults in a compile or a cache write (seen three times in
+# full runs, at the same test near the end). Clearing JAX's caches once a worker holds a third of
+# the cap frees those mappings (150 programs: 1,859 -> 518); the programs the next tests need are
+# compiled again or read back from the persistent cache.
+MAP_COUNT_CLEAR_AT = max_map_count() // 3
+
+
+@pytest.fixture(autouse=True)
+def release_compiled_programs():
+  """After each test: drop JAX's compiled programs when this worker nears the mapping cap."""
+  yield
+  if "jax" in sys.modules and memory_map_count() > MAP_COUNT_CLEAR_AT:
+    sys.modules["jax"].clear_caches()
+    gc.collect()
 
 
 def wiki_split_dir() -> str:

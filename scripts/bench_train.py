@@ -58,7 +58,8 @@ def main() -> None:
                       help="--data wiki_split: examples per packed row (0: the trainer's auto rule)")
   parser.add_argument("--ablate", action="store_true",
                       help="also time the edjax step with the unfused loss (log_softmax + gather, "
-                           "the step before the fused cross-entropy) in the same run")
+                           "the step before the fused cross-entropy) and with threefry dropout "
+                           "masks (before edjax.models.dropout's hashed masks) in the same run")
   args = parser.parse_args()
 
   import jax
@@ -140,7 +141,7 @@ def main() -> None:
                decoder_attention_mask=np.ones_like(labels))
   tokens = args.batch * (args.src_len + args.tgt_len)
   first, ours = time_edjax_step(batch)
-  unfused = None
+  unfused = threefry = None
   if args.ablate:  # the loss as it was: losses.seq2seq_loss (log_softmax tensor + gather)
     from edjax import losses
     from edjax.train import loss as loss_lib
@@ -149,6 +150,10 @@ def main() -> None:
         logits, labels, smoothing, return_count=True)
     _, unfused = time_edjax_step(batch)
     loss_lib.summed_token_loss = fused
+    from edjax.models import dropout as dropout_lib
+    dropout_lib.HASHED_MASKS = False  # flax's masks: jax.random.bernoulli (threefry) per element
+    _, threefry = time_edjax_step(batch)
+    dropout_lib.HASHED_MASKS = True
   theirs = time_torch_step(batch)
 
   print("\n| framework | step (s) | tokens/s | GFLOP/s | % of matmul peak | speed-up |")
@@ -160,6 +165,8 @@ def main() -> None:
   if unfused is not None:
     print(f"edjax with the unfused loss (log_softmax + gather): {unfused:.3f} s/step "
           f"({theirs / unfused:.2f}x PyTorch); fused: {ours:.3f} s/step")
+    print(f"edjax with threefry dropout masks (jax.random.bernoulli, as flax's Dropout): "
+          f"{threefry:.3f} s/step ({theirs / threefry:.2f}x PyTorch); hashed masks: {ours:.3f} s/step")
 
 
 def wiki_split_batches(tokenizer_dir: str, batch: int, src_len: int, tgt_len: int,

@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from edjax.model_configs import ATTENTION_IMPLS, ConfigError
+from edjax.models.dropout import dropout
 
 Array = jax.Array
 Dtype = Any
@@ -81,8 +82,7 @@ def _einsum_attention(query, key, value, score_bias, scale, dropout_rng, dropout
   probs = jax.nn.softmax(scores, axis=-1)
   dropped = probs
   if dropout_rng is not None and dropout_rate > 0.0:
-    keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, probs.shape)
-    dropped = jnp.where(keep, probs / (1.0 - dropout_rate), 0.0)
+    dropped = dropout(probs, dropout_rate, dropout_rng)
   out = jnp.einsum("bhqk,bkhd->bqhd", dropped.astype(dtype), value)  # [b, g*q, heads, hd]
   return out, probs
 

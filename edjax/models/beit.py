@@ -34,6 +34,7 @@ from edjax.convert import identity, linear_rules, norm_rules, oihw_to_hwio, rule
 from edjax.model_configs import ConfigError, HFConfig, HFLayerNames
 from edjax.models import layers, registry, vit
 from edjax.models.outputs import ModelOutput
+from edjax.models.dropout import Dropout
 
 Array = jax.Array
 
@@ -191,8 +192,8 @@ class BeitLayer(nn.Module):
     hidden = cfg.hidden_size
     scale_init = nn.initializers.constant(cfg.layer_scale_init_value)
     # Stochastic depth: a whole sample's branch is dropped (one draw per row).
-    drop = nn.Dropout(self.drop_path, broadcast_dims=(1, 2))
-    dropout = nn.Dropout(cfg.hidden_dropout_prob)
+    drop = Dropout(self.drop_path, broadcast_dims=(1, 2))
+    dropout = Dropout(cfg.hidden_dropout_prob)
 
     h = layers.layer_norm(cfg.layer_norm_eps, self.dtype, "layernorm_before")(x)
     h, probs = layers.Attention(block, dtype=self.dtype, name="self_attn")(
@@ -281,7 +282,7 @@ class BeitEmbeddings(nn.Module):
     if cfg.use_absolute_position_embeddings:
       x = x + self.param("position_embeddings", layers.normal_init(std, (None, "length", "embed")),
                          (1, cfg.max_positions, hidden), jnp.float32)
-    return nn.Dropout(cfg.hidden_dropout_prob)(x, deterministic=deterministic).astype(self.dtype)
+    return Dropout(cfg.hidden_dropout_prob)(x, deterministic=deterministic).astype(self.dtype)
 
 
 # ----------------------------------------------------------------------------- HF conversion

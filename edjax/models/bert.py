@@ -23,6 +23,7 @@ from edjax.convert import identity, linear, linear_rules, norm_rules, rule
 from edjax.model_configs import HFConfig, HFLayerNames
 from edjax.models import inputs, layers, registry
 from edjax.models.outputs import ModelOutput
+from edjax.models.dropout import Dropout
 
 Array = jax.Array
 
@@ -165,7 +166,7 @@ class BertEmbeddings(nn.Module):
     self.token_type_embeddings = layers.embed(cfg.type_vocab_size, cfg.hidden_size,
                                               (None, "embed"), std)
     self.LayerNorm = layers.layer_norm(cfg.layer_norm_eps, self.dtype)
-    self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
+    self.dropout = Dropout(cfg.hidden_dropout_prob)
 
   def __call__(self, input_ids: Array, token_type_ids: Array | None = None,
                offset: Array | int = 0, deterministic: bool = True,

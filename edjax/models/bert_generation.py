@@ -23,6 +23,7 @@ from edjax.convert import identity, linear, norm_rules, rule
 from edjax.model_configs import HFConfig, HFLayerNames
 from edjax.models import bert, inputs, layers, registry
 from edjax.models.outputs import ModelOutput
+from edjax.models.dropout import Dropout
 
 Array = jax.Array
 
@@ -75,7 +76,7 @@ class BertGenerationEmbeddings(nn.Module):
     self.position_embeddings = layers.embed(cfg.max_position_embeddings, cfg.hidden_size,
                                             ("length", "embed"), std)
     self.LayerNorm = layers.layer_norm(cfg.layer_norm_eps, self.dtype)
-    self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
+    self.dropout = Dropout(cfg.hidden_dropout_prob)
 
   def __call__(self, input_ids: Array, offset: Array | int = 0,
                deterministic: bool = True, position_ids_within_segment: Array | None = None) -> Array:

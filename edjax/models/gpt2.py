@@ -20,6 +20,7 @@ from edjax.convert import (bias_to_heads, conv1d_rules, from_heads, identity, li
 from edjax.model_configs import HFConfig
 from edjax.models import layers, registry
 from edjax.models.outputs import ModelOutput
+from edjax.models.dropout import Dropout
 
 Array = jax.Array
 
@@ -102,7 +103,7 @@ class GPT2Model(nn.Module):
     cfg, std = self.config, self.config.initializer_range
     self.wte = layers.embed(cfg.vocab_size, cfg.n_embd, ("vocab", "embed"), std)
     self.wpe = layers.embed(cfg.n_positions, cfg.n_embd, ("length", "embed"), std)
-    self.drop = nn.Dropout(cfg.embd_pdrop)
+    self.drop = Dropout(cfg.embd_pdrop)
     self.h = layers.TransformerStack(block_config(cfg), cfg.n_layer, self.dtype)
     self.ln_f = layers.layer_norm(cfg.layer_norm_epsilon, self.dtype)
 

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 from edjax.models import beam_slots
 from edjax.models.attention import dot_product_attention  # noqa: F401  (re-exported)
 from edjax.models.outputs import CausalLMOutput
+from edjax.models.dropout import Dropout
 
 Array = jax.Array
 Dtype = Any
@@ -340,7 +341,7 @@ class Mlp(nn.Module):
     cfg = self.config
     h = dense(cfg.intermediate_size, ("embed", "mlp"), cfg.init_std, self.dtype, "fc_in")(x)
     h = get_activation(cfg.activation)(h)  # [batch, length, mlp]
-    h = nn.Dropout(cfg.activation_dropout_rate)(h, deterministic=deterministic)
+    h = Dropout(cfg.activation_dropout_rate)(h, deterministic=deterministic)
     return dense(cfg.hidden_size, ("mlp", "embed"), cfg.init_std, self.dtype, "fc_out")(h)
 
 
@@ -360,7 +361,7 @@ class TransformerLayer(nn.Module):
       self.cross_attn_norm = layer_norm(cfg.layer_norm_eps, self.dtype)
     self.mlp = Mlp(cfg, self.dtype)
     self.mlp_norm = layer_norm(cfg.layer_norm_eps, self.dtype)
-    self.dropout = nn.Dropout(cfg.dropout_rate)
+    self.dropout = Dropout(cfg.dropout_rate)
 
   def cross_kv(self, encoder_hidden: Array) -> tuple[Array, Array]:
     return self.cross_attn.project_kv(encoder_hidden)

@@ -44,6 +44,7 @@ from edjax.convert import identity, linear, linear_rules, norm_rules, oihw_to_hw
 from edjax.model_configs import ConfigError, HFConfig
 from edjax.models import layers, registry, sharding
 from edjax.models.outputs import ModelOutput
+from edjax.models.dropout import Dropout
 
 Array = jax.Array
 TORCH_LAYER_NORM_EPS = 1e-5  # nn.LayerNorm(dim) without eps: the embeddings' and merging's norms
@@ -322,7 +323,7 @@ class SwinEmbeddings(nn.Module):
       self.position_embeddings = self.param(
           "position_embeddings", layers.zeros_init((None, "length", "embed")),
           (1, cfg.num_patches + 1, cfg.embed_dim), jnp.float32)
-    self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
+    self.dropout = Dropout(cfg.hidden_dropout_prob)
 
   def __call__(self, pixel_values: Array, deterministic: bool = True) -> tuple[Array, tuple]:
     """pixel_values [batch, C, H, W] -> ([batch, h*w, embed_dim], (h, w) patch grid)."""
@@ -355,11 +356,11 @@ class SwinLayer(nn.Module):
     self.relative_position_bias_table = self.param(
         "relative_position_bias_table", layers.zeros_init((None, "heads")),
         ((2 * ws - 1) ** 2, block.num_heads), jnp.float32)
-    self.attention_dropout = nn.Dropout(cfg.attention_probs_dropout_prob)  # HF SwinSelfOutput
+    self.attention_dropout = Dropout(cfg.attention_probs_dropout_prob)  # HF SwinSelfOutput
     self.drop_path = DropPath(self.drop_path_rate)
     self.layernorm_after = layers.layer_norm(cfg.layer_norm_eps, self.dtype)
     self.mlp = layers.Mlp(block, self.dtype)
-    self.output_dropout = nn.Dropout(cfg.hidden_dropout_prob)  # HF SwinOutput
+    self.output_dropout = Dropout(cfg.hidden_dropout_prob)  # HF SwinOutput
 
   def window_and_shift(self, h: int, w: int) -> tuple[int, int]:
     """HF's `set_shift_and_window_size`: a grid at most one window wide is one unshifted window."""

@@ -26,6 +26,7 @@ from edjax.convert import identity, linear, linear_rules, norm_rules, rule
 from edjax.model_configs import HFConfig
 from edjax.models import layers, registry
 from edjax.models.outputs import ModelOutput
+from edjax.models.dropout import Dropout
 
 Array = jax.Array
 
@@ -146,7 +147,7 @@ class TrOCRDecoder(nn.Module):
                                           cfg.d_model, ("length", "embed"), std)
     if cfg.layernorm_embedding:
       self.layernorm_embedding = layers.layer_norm(cfg.layer_norm_eps, self.dtype)
-    self.dropout = nn.Dropout(cfg.dropout)
+    self.dropout = Dropout(cfg.dropout)
     self.layers = layers.TransformerStack(block_config(cfg), cfg.decoder_layers, self.dtype)
     if cfg.final_layer_norm:
       self.layer_norm = layers.layer_norm(cfg.layer_norm_eps, self.dtype)

@@ -26,6 +26,7 @@ from edjax.convert import identity, linear_rules, norm_rules, oihw_to_hwio, rule
 from edjax.model_configs import ConfigError, HFConfig, HFLayerNames
 from edjax.models import layers, registry
 from edjax.models.outputs import ModelOutput
+from edjax.models.dropout import Dropout
 
 Array = jax.Array
 
@@ -159,7 +160,7 @@ class ViTEmbeddings(nn.Module):
     self.position_embeddings = self.param(
         "position_embeddings", layers.normal_init(std, (None, "length", "embed")),
         (1, cfg.max_positions, hidden), jnp.float32)
-    self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
+    self.dropout = Dropout(cfg.hidden_dropout_prob)
 
   def __call__(self, pixel_values: Array, deterministic: bool = True) -> Array:
     """pixel_values [batch, C, H, W] -> [batch, special + patches, hidden]."""

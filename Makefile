@@ -26,7 +26,7 @@ train: setup
 	$(BIN)/python -m experiments.train --config=configs/bert2bert.py --workdir=$(WORKDIR)
 
 test: setup
-	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) tests
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --durations=25 tests
 
 # The developer loop: unit tests + parity on tiny configs, no end-to-end training (< 2 min).
 test-fast: setup

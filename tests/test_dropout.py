@@ -30,7 +30,7 @@ def test_neighbouring_elements_are_independent():
   expected = len(pairs) / 4
   chi2 = ((counts - expected) ** 2 / expected).sum()
   assert chi2 < 16.3, counts  # 3 degrees of freedom, p = 0.001
-  # Every row of a [rows, 64] mask drops something: no periodic all-keep rows.
+  # Rows of a [rows, 64] mask vary as independent binomials do (no periodic structure by row).
   rows = np.asarray(D.keep_mask(jax.random.key(4), 0.1, (4096, 64))[0])
   assert abs(rows.mean(axis=1).std() - np.sqrt(0.09 / 64)) < 0.01
 

@@ -6,7 +6,8 @@ Weights: a transformers-made MiniLM bert2bert (all-MiniLM-L6-v2 as encoder and d
 cross-attention seeded with torch.manual_seed(0)), saved once and loaded by every framework.
 Inputs: real WikiSplit sentences, tokenized and cut to exactly `src_len` tokens. Output length is
 forced to `new_tokens` with min_length = max_length, so every framework does the same work.
-Prints first-call time (edjax: trace + compile + run), warm time (median of --repeats), ratios,
+edjax and PyTorch calls alternate (`edjax.testing.timing.timed_interleaved`). Prints first-call
+time (edjax: trace + compile + run), warm time (median of --repeats), ratios,
 whether the sequences are identical to transformers PyTorch, and batch-1 greedy latency.
 """
 
@@ -23,7 +24,7 @@ import numpy as np
 os.environ.setdefault("USE_TF", "0")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
-from edjax.testing.timing import timed  # noqa: E402  (imports jax: after the env)
+from edjax.testing.timing import timed, timed_interleaved  # noqa: E402  (imports jax: after the env)
 
 
 def minilm_dir() -> str:
@@ -84,14 +85,15 @@ def main() -> None:
   def run_variant(impl):
     return np.asarray(edjax.generate(model, params, ids, mask, attention_impl=impl,
                                      **gen).sequences)
-  ours, first, warm = timed(run_edjax, args.repeats)
-  rows.append(("edjax (jit, static cache)", first, warm))
-
   def run_torch():
     with torch.no_grad():
       return hf.generate(input_ids=torch.tensor(ids, dtype=torch.long),
                          attention_mask=torch.tensor(mask, dtype=torch.long), **gen).numpy()
-  theirs, first, warm = timed(run_torch, args.repeats)
+  # Calls alternate (edjax, PyTorch, edjax, ...) so a drift in the machine's speed reaches both.
+  timings = timed_interleaved({"edjax": run_edjax, "torch": run_torch}, args.repeats)
+  ours, first, warm = timings["edjax"]
+  rows.append(("edjax (jit, static cache)", first, warm))
+  theirs, first, warm = timings["torch"]
   rows.append(("transformers PyTorch", first, warm))
   same = ours.shape[0] == theirs.shape[0] and np.array_equal(ours[:, :theirs.shape[1]], theirs)
 
@@ -139,14 +141,15 @@ def main() -> None:
   # Batch-1 greedy latency (a single interactive request).
   gen1 = dict(gen, num_beams=1)
   ids1, mask1 = ids[:1], mask[:1]
-  _, first1, warm1 = timed(lambda: np.asarray(edjax.generate(model, params, ids1, mask1, **gen1).sequences),
-                           args.repeats)
-
   def torch_greedy():
     with torch.no_grad():
       return hf.generate(input_ids=torch.tensor(ids1, dtype=torch.long),
                          attention_mask=torch.tensor(mask1, dtype=torch.long), **gen1)
-  _, tfirst1, twarm1 = timed(torch_greedy, args.repeats)
+  greedy = timed_interleaved(
+      {"edjax": lambda: np.asarray(edjax.generate(model, params, ids1, mask1, **gen1).sequences),
+       "torch": torch_greedy}, max(args.repeats, 3))
+  _, first1, warm1 = greedy["edjax"]
+  _, tfirst1, twarm1 = greedy["torch"]
   print(f"\nbatch-1 greedy, {args.new_tokens} tokens: edjax {warm1 * 1000:.0f} ms warm "
         f"({first1:.2f}s first call), transformers PyTorch {twarm1 * 1000:.0f} ms "
         f"-> {twarm1 / warm1:.2f}x")

@@ -5,10 +5,11 @@
 (run from the repository root: `-m` puts it on sys.path, for `configs`).
 
 Both run AdamW (lr 5e-5, weight decay 0.01, clipping 1.0) with dropout on, one step per batch,
-fp32 (edjax: --dtype bfloat16 for mixed precision). Prints step time (median of --steps after
-warm-up), tokens/s, achieved GFLOP/s from an analytic FLOP count (3 x forward matmul FLOPs), the
-fraction of this machine's jit fp32 matmul peak (measured here on a 2048^3 matmul), and the
-edjax / PyTorch ratio.
+fp32 (edjax: --dtype bfloat16 for mixed precision). The frameworks' steps alternate (edjax,
+PyTorch, edjax, ...: `edjax.testing.timing.timed_interleaved`) so a drift in the machine's speed
+reaches both alike. Prints step time (median of --steps after warm-up), tokens/s, achieved
+GFLOP/s from an analytic FLOP count (3 x forward matmul FLOPs), the fraction of this machine's
+jit fp32 matmul peak (measured here on a 2048^3 matmul), and the edjax / PyTorch ratio.
 
 --data wiki_split (issue #14 item 4) times real WikiSplit batches instead of random full rows:
 the same `--batch` padded examples through edjax and PyTorch (which pads), and edjax on
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import tempfile
 import time
 
@@ -28,6 +28,8 @@ os.environ.setdefault("USE_TF", "0")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import numpy as np  # noqa: E402
+
+from edjax.testing.timing import timed_interleaved  # noqa: E402
 
 
 def matmul_peak_gflops(n: int = 2048, repeats: int = 5) -> float:
@@ -90,29 +92,24 @@ def main() -> None:
         f"out), AdamW, {args.dtype}; {flops / 1e9:.1f} GFLOP per step; jit fp32 matmul peak "
         f"{peak:.0f} GFLOP/s; {os.cpu_count()} CPU cores, torch threads {torch.get_num_threads()}")
 
-  def time_edjax_step(batch):
-    """(first call, median warm step) of the trainer's own step, jitted, state donated."""
+  def edjax_step_fn(batch):
+    """One call = one of the trainer's own steps (jitted, state donated), blocking."""
     jbatch = {k: jnp.asarray(v) for k, v in batch.items()}
     step_fn = jax.jit(trainer.make_train_step(model, optimizer, config), donate_argnums=(0,))
-    state = dict(step=jnp.array(0, jnp.int32), params=jax.tree_util.tree_map(jnp.copy, params),
-                 opt_state=optimizer.init(params), rng=jax.random.PRNGKey(0))
-    t0 = time.perf_counter()
-    state, m = step_fn(state, jbatch)
-    jax.block_until_ready(m)
-    first = time.perf_counter() - t0
-    times = []
-    for _ in range(args.steps):
-      t0 = time.perf_counter()
-      state, m = step_fn(state, jbatch)
-      jax.block_until_ready(m)
-      times.append(time.perf_counter() - t0)
-    return first, statistics.median(times)
+    state = [dict(step=jnp.array(0, jnp.int32), params=jax.tree_util.tree_map(jnp.copy, params),
+                  opt_state=optimizer.init(params), rng=jax.random.PRNGKey(0))]
+
+    def one_step():
+      state[0], m = step_fn(state[0], jbatch)
+      return jax.block_until_ready(m)
+    return one_step
 
   # transformers PyTorch: the same weights, batch and optimizer (labels -100 on padding).
   hf.train()
   opt = torch.optim.AdamW(hf.parameters(), lr=5e-5, weight_decay=0.01)
 
-  def time_torch_step(batch):
+  def torch_step_fn(batch):
+    """One call = one PyTorch training step (forward, backward, clipping, AdamW)."""
     tb = {k: torch.tensor(v, dtype=torch.long) for k, v in batch.items()}
 
     def torch_step():
@@ -122,16 +119,10 @@ def main() -> None:
       torch.nn.utils.clip_grad_norm_(hf.parameters(), 1.0)
       opt.step()
       opt.zero_grad(set_to_none=True)
-    torch_step()
-    times = []
-    for _ in range(args.steps):
-      t0 = time.perf_counter()
-      torch_step()
-      times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return torch_step
 
   if args.data == "wiki_split":
-    real_data_report(args, ckpt, time_edjax_step, time_torch_step)
+    real_data_report(args, ckpt, edjax_step_fn, torch_step_fn)
     return
 
   rng = np.random.RandomState(0)
@@ -140,22 +131,27 @@ def main() -> None:
   batch = dict(input_ids=ids, attention_mask=np.ones_like(ids), labels=labels,
                decoder_attention_mask=np.ones_like(labels))
   tokens = args.batch * (args.src_len + args.tgt_len)
-  first, ours = time_edjax_step(batch)
-  unfused = threefry = None
+  steps = {"edjax": edjax_step_fn(batch), "torch": torch_step_fn(batch)}
   if args.ablate:  # the loss as it was: losses.seq2seq_loss (log_softmax tensor + gather)
     from edjax import losses
+    from edjax.models import dropout as dropout_lib
     from edjax.train import loss as loss_lib
     fused = loss_lib.summed_token_loss
     loss_lib.summed_token_loss = lambda logits, labels, smoothing=0.0: losses.seq2seq_loss(
         logits, labels, smoothing, return_count=True)
-    _, unfused = time_edjax_step(batch)
+    unfused_step = edjax_step_fn(batch)
+    unfused_step()  # traced (and compiled) with the switch on
     loss_lib.summed_token_loss = fused
-    from edjax.models import dropout as dropout_lib
     dropout_lib.HASHED_MASKS = False  # flax's masks: jax.random.bernoulli (threefry) per element
-    _, threefry = time_edjax_step(batch)
+    threefry_step = edjax_step_fn(batch)
+    threefry_step()
     dropout_lib.HASHED_MASKS = True
-  theirs = time_torch_step(batch)
-
+    steps.update(unfused=unfused_step, threefry=threefry_step)
+  timings = timed_interleaved(steps, args.steps)  # steps alternate: edjax, torch, (ablations)
+  first, ours = timings["edjax"][1:]
+  theirs = timings["torch"][2]
+  unfused = timings["unfused"][2] if args.ablate else None
+  threefry = timings["threefry"][2] if args.ablate else None
   print("\n| framework | step (s) | tokens/s | GFLOP/s | % of matmul peak | speed-up |")
   print("|---|---:|---:|---:|---:|---:|")
   for name, t in ((f"edjax ({args.dtype}, jit, donated)", ours), ("transformers PyTorch (fp32)", theirs)):
@@ -201,21 +197,21 @@ def wiki_split_batches(tokenizer_dir: str, batch: int, src_len: int, tgt_len: in
               packed_examples=len(window) - dropped, per_row=per_row)
 
 
-def real_data_report(args, tokenizer_dir: str, time_edjax_step, time_torch_step) -> None:
+def real_data_report(args, tokenizer_dir: str, edjax_step_fn, torch_step_fn) -> None:
   """Issue #14 item 4: real (non-pad) tokens/s and examples/s on WikiSplit for edjax padded and
   packed and PyTorch padded to max length and to the longest, one table (ratios vs PyTorch's
   faster row)."""
   b = wiki_split_batches(tokenizer_dir, args.batch, args.src_len, args.tgt_len,
                          args.examples_per_row)
-  runs = (("edjax, padded to max length", "padded", time_edjax_step),
-          (f"edjax, packed ({b['per_row']} examples / row)", "packed", time_edjax_step),
-          ("transformers PyTorch, padded to max length", "padded", time_torch_step),
-          ("transformers PyTorch, padded to the batch's longest", "longest", time_torch_step))
+  runs = (("edjax, padded to max length", "padded", edjax_step_fn),
+          (f"edjax, packed ({b['per_row']} examples / row)", "packed", edjax_step_fn),
+          ("transformers PyTorch, padded to max length", "padded", torch_step_fn),
+          ("transformers PyTorch, padded to the batch's longest", "longest", torch_step_fn))
+  timings = timed_interleaved({name: make(b[key]) for name, key, make in runs}, args.steps)
   rows = []
-  for name, key, timer in runs:
+  for name, key, _ in runs:
     batch = b[key]
-    t = timer(batch)
-    t = t[1] if isinstance(t, tuple) else t  # edjax: (first call, warm)
+    t = timings[name][2]
     real = int(batch["attention_mask"].sum() + batch["decoder_attention_mask"].sum())
     shape = f"{batch['input_ids'].shape[1]} / {batch['labels'].shape[1]}"
     examples = b["packed_examples"] if key == "packed" else b["padded_examples"]

@@ -40,7 +40,7 @@ parity: setup
 # CPU benchmarks against transformers (same weights and inputs, one run each; see README).
 bench: setup
 	$(BIN)/python scripts/bench_generate.py
-	$(BIN)/python scripts/bench_train.py
+	$(BIN)/python -m scripts.bench_train
 
 lint: setup
 	$(BIN)/ruff check .

@@ -96,11 +96,12 @@ def main() -> None:
     """One call = one of the trainer's own steps (jitted, state donated), blocking."""
     jbatch = {k: jnp.asarray(v) for k, v in batch.items()}
     step_fn = jax.jit(trainer.make_train_step(model, optimizer, config), donate_argnums=(0,))
-    state = [dict(step=jnp.array(0, jnp.int32), params=jax.tree_util.tree_map(jnp.copy, params),
-                  opt_state=optimizer.init(params), rng=jax.random.PRNGKey(0))]
+    state = dict(step=jnp.array(0, jnp.int32), params=jax.tree_util.tree_map(jnp.copy, params),
+                 opt_state=optimizer.init(params), rng=jax.random.PRNGKey(0))
 
     def one_step():
-      state[0], m = step_fn(state[0], jbatch)
+      nonlocal state
+      state, m = step_fn(state, jbatch)
       return jax.block_until_ready(m)
     return one_step
 

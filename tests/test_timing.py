@@ -42,3 +42,10 @@ def test_timed_interleaved_medians_are_per_function(monkeypatch):
 def test_timed_interleaved_without_rounds_reports_the_first_call():
   out = timing.timed_interleaved({"a": lambda: 3}, rounds=0)
   assert out["a"][0] == 3 and out["a"][1] == out["a"][2]
+
+
+def test_timed_is_the_one_function_case(monkeypatch):
+  clock = iter([0.0, 2.0, 3.0, 3.5, 4.0, 4.1, 5.0, 5.3])  # first 2 s, then 0.5, 0.1, 0.3
+  monkeypatch.setattr(timing.time, "perf_counter", lambda: next(clock))
+  out, first, median = timing.timed(lambda: "x", 3)
+  assert out == "x" and first == pytest.approx(2.0) and median == pytest.approx(0.3)
